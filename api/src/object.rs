@@ -1,0 +1,298 @@
+//! Helpers on the generic [`v1::Object`] envelope: which kind it carries, its metadata,
+//! conversions from and to the typed objects, and the protobuf bytes used for storage.
+//! Nothing here validates or defaults; see `validation` and `defaults`.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::kind::Kind;
+use crate::v1::{self, object::Kind as Oneof};
+
+/// What `metadata()` returns for objects without metadata.
+static EMPTY_META: v1::ObjectMeta = v1::ObjectMeta {
+    name: String::new(),
+    generate_name: String::new(),
+    namespace: String::new(),
+    uid: String::new(),
+    resource_version: String::new(),
+    generation: 0,
+    creation_timestamp: String::new(),
+    deletion_timestamp: String::new(),
+    deletion_grace_period_seconds: None,
+    labels: BTreeMap::new(),
+    annotations: BTreeMap::new(),
+    owner_references: Vec::new(),
+    finalizers: Vec::new(),
+};
+
+impl v1::Object {
+    /// Wraps a pod.
+    pub fn from_pod(pod: v1::Pod) -> Self {
+        Self {
+            kind: Some(Oneof::Pod(pod)),
+        }
+    }
+
+    /// Wraps a node.
+    pub fn from_node(node: v1::Node) -> Self {
+        Self {
+            kind: Some(Oneof::Node(node)),
+        }
+    }
+
+    /// Wraps a namespace.
+    pub fn from_namespace(namespace: v1::Namespace) -> Self {
+        Self {
+            kind: Some(Oneof::Namespace(namespace)),
+        }
+    }
+
+    /// The kind carried, or `None` for an empty envelope.
+    pub fn kind(&self) -> Option<Kind> {
+        match self.kind.as_ref()? {
+            Oneof::Namespace(_) => Some(Kind::Namespace),
+            Oneof::Node(_) => Some(Kind::Node),
+            Oneof::Pod(_) => Some(Kind::Pod),
+        }
+    }
+
+    /// The object's metadata; an empty [`v1::ObjectMeta`] if the envelope is empty or
+    /// the object has none.
+    pub fn metadata(&self) -> &v1::ObjectMeta {
+        let meta = match self.kind.as_ref() {
+            Some(Oneof::Namespace(o)) => o.metadata.as_ref(),
+            Some(Oneof::Node(o)) => o.metadata.as_ref(),
+            Some(Oneof::Pod(o)) => o.metadata.as_ref(),
+            None => None,
+        };
+        meta.unwrap_or(&EMPTY_META)
+    }
+
+    /// Mutable metadata, created empty if missing; `None` only for an empty envelope.
+    pub fn try_metadata_mut(&mut self) -> Option<&mut v1::ObjectMeta> {
+        let meta = match self.kind.as_mut()? {
+            Oneof::Namespace(o) => &mut o.metadata,
+            Oneof::Node(o) => &mut o.metadata,
+            Oneof::Pod(o) => &mut o.metadata,
+        };
+        Some(meta.get_or_insert_with(Default::default))
+    }
+
+    /// Mutable metadata, created empty if missing.
+    ///
+    /// # Panics
+    /// On an empty envelope (`kind()` is `None`), which has no metadata to change.
+    /// Reject empty envelopes at the edge (validation does) or use
+    /// [`try_metadata_mut`](Self::try_metadata_mut).
+    #[track_caller]
+    pub fn metadata_mut(&mut self) -> &mut v1::ObjectMeta {
+        match self.try_metadata_mut() {
+            Some(meta) => meta,
+            None => panic!("metadata_mut on an empty Object envelope: check kind() first"),
+        }
+    }
+
+    /// `metadata.name`, empty if unset.
+    pub fn name(&self) -> &str {
+        &self.metadata().name
+    }
+
+    /// `metadata.namespace`, empty if unset or cluster-scoped.
+    pub fn namespace(&self) -> &str {
+        &self.metadata().namespace
+    }
+
+    /// `metadata.resourceVersion`, empty if unset.
+    pub fn resource_version(&self) -> &str {
+        &self.metadata().resource_version
+    }
+
+    /// The pod, if this is one.
+    pub fn as_pod(&self) -> Option<&v1::Pod> {
+        match self.kind.as_ref()? {
+            Oneof::Pod(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The pod, mutably, if this is one.
+    pub fn as_pod_mut(&mut self) -> Option<&mut v1::Pod> {
+        match self.kind.as_mut()? {
+            Oneof::Pod(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The node, if this is one.
+    pub fn as_node(&self) -> Option<&v1::Node> {
+        match self.kind.as_ref()? {
+            Oneof::Node(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The node, mutably, if this is one.
+    pub fn as_node_mut(&mut self) -> Option<&mut v1::Node> {
+        match self.kind.as_mut()? {
+            Oneof::Node(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The namespace, if this is one.
+    pub fn as_namespace(&self) -> Option<&v1::Namespace> {
+        match self.kind.as_ref()? {
+            Oneof::Namespace(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The namespace, mutably, if this is one.
+    pub fn as_namespace_mut(&mut self) -> Option<&mut v1::Namespace> {
+        match self.kind.as_mut()? {
+            Oneof::Namespace(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Unwraps into the pod, if this is one.
+    pub fn into_pod(self) -> Option<v1::Pod> {
+        match self.kind? {
+            Oneof::Pod(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Unwraps into the node, if this is one.
+    pub fn into_node(self) -> Option<v1::Node> {
+        match self.kind? {
+            Oneof::Node(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Unwraps into the namespace, if this is one.
+    pub fn into_namespace(self) -> Option<v1::Namespace> {
+        match self.kind? {
+            Oneof::Namespace(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Protobuf encoding of the envelope, as stored.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    /// Decodes stored protobuf bytes; an empty envelope is an error.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let obj = Self::decode(bytes)?;
+        if obj.kind.is_none() {
+            return Err(Error::EmptyObject);
+        }
+        Ok(obj)
+    }
+}
+
+impl From<v1::Pod> for v1::Object {
+    fn from(pod: v1::Pod) -> Self {
+        Self::from_pod(pod)
+    }
+}
+
+impl From<v1::Node> for v1::Object {
+    fn from(node: v1::Node) -> Self {
+        Self::from_node(node)
+    }
+}
+
+impl From<v1::Namespace> for v1::Object {
+    fn from(namespace: v1::Namespace) -> Self {
+        Self::from_namespace(namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str) -> v1::Pod {
+        v1::Pod {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                resource_version: "7".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::PodSpec {
+                containers: vec![v1::Container {
+                    name: "c".into(),
+                    image: "busybox".into(),
+                    ..Default::default()
+                }],
+                termination_grace_period_seconds: Some(0),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn accessors_see_through_the_envelope() {
+        let mut obj = v1::Object::from(pod("web"));
+        assert_eq!(obj.kind(), Some(Kind::Pod));
+        assert_eq!(obj.name(), "web");
+        assert_eq!(obj.namespace(), "default");
+        assert_eq!(obj.resource_version(), "7");
+        assert!(obj.as_node().is_none());
+        obj.metadata_mut().name = "api".into();
+        assert_eq!(obj.as_pod().unwrap().metadata.as_ref().unwrap().name, "api");
+    }
+
+    #[test]
+    fn metadata_mut_creates_missing_metadata() {
+        let mut obj = v1::Object::from_node(v1::Node::default());
+        assert_eq!(obj.metadata(), &v1::ObjectMeta::default());
+        assert!(obj.as_node().unwrap().metadata.is_none());
+        obj.metadata_mut().name = "n1".into();
+        assert_eq!(obj.name(), "n1");
+        let mut empty = v1::Object::default();
+        assert_eq!(empty.metadata().name, "");
+        assert!(empty.try_metadata_mut().is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "empty Object envelope")]
+    fn metadata_mut_on_an_empty_envelope_panics() {
+        v1::Object::default().metadata_mut();
+    }
+
+    #[test]
+    fn bytes_round_trip_keeps_explicit_zero_optionals() {
+        let obj = v1::Object::from_pod(pod("web"));
+        let back = v1::Object::from_bytes(&obj.to_bytes()).unwrap();
+        assert_eq!(back, obj);
+        let grace = back
+            .as_pod()
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap()
+            .termination_grace_period_seconds;
+        assert_eq!(grace, Some(0));
+    }
+
+    #[test]
+    fn empty_or_garbage_bytes_are_rejected() {
+        assert!(matches!(
+            v1::Object::from_bytes(&[]),
+            Err(Error::EmptyObject)
+        ));
+        assert!(matches!(
+            v1::Object::from_bytes(&[0xff, 0xff, 0xff]),
+            Err(Error::Proto(_))
+        ));
+    }
+}

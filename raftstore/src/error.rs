@@ -1,0 +1,147 @@
+//! The crate's single error type and what each variant asks the caller to do.
+//!
+//! Openraft's generic errors are translated here and only here: API errors that mean "go
+//! elsewhere" become [`Error::NotLeader`], everything fatal becomes [`Error::Raft`].
+
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, Fatal, ForwardToLeader, InitializeError, RaftError,
+};
+
+use crate::types::{Node, NodeId};
+
+/// Everything that can go wrong in the store.
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    /// This member is not the leader; retry against `leader` (if known) or later.
+    #[error("not the leader; current leader: {leader:?}")]
+    NotLeader {
+        /// The leader this member knows of, if any.
+        leader: Option<NodeId>,
+    },
+    /// The requested start revision is no longer in history; list afresh and watch from the
+    /// returned revision.
+    #[error("requested revision is compacted; history starts after {compact_revision}")]
+    Compacted {
+        /// History up to and including this revision is gone.
+        compact_revision: i64,
+    },
+    /// A watcher fell too far behind and its stream was ended so it cannot slow down writers;
+    /// re-watch from the last revision received.
+    #[error("watcher fell more than {capacity} events behind and was cancelled")]
+    WatchOverflow {
+        /// The per-watcher buffer size that was exceeded.
+        capacity: usize,
+    },
+    /// The on-disk store failed; not retryable without operator attention.
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    /// A record could not be encoded.
+    #[error("encode: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    /// A record on disk or on the wire could not be decoded (corruption or version skew).
+    #[error("decode: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    /// The data directory could not be created or read.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Raft stopped or failed fatally; the store must be reopened.
+    #[error("raft: {0}")]
+    Raft(Box<openraft::error::Fatal<NodeId>>),
+    /// Raft could not be configured or initialised.
+    #[error("raft setup: {0}")]
+    RaftSetup(String),
+    /// Openraft reported a storage failure from inside its core.
+    #[error("raft storage: {0}")]
+    RaftStorage(Box<openraft::StorageError<NodeId>>),
+    /// The store did not become leader within the start-up deadline; retry opening.
+    #[error("timed out after {waited_ms} ms waiting for {what}")]
+    Timeout {
+        /// What was being waited for.
+        what: &'static str,
+        /// How long it waited.
+        waited_ms: u64,
+    },
+    /// The store was shut down; the handle is no longer usable.
+    #[error("store is shut down")]
+    Shutdown,
+    /// Data on disk is not in the expected shape; needs operator attention.
+    #[error("corrupt store: {0}")]
+    Corrupt(&'static str),
+    /// A write returned a response that does not match the request (a bug).
+    #[error("unexpected response: {0}")]
+    UnexpectedResponse(&'static str),
+}
+
+impl From<sled::transaction::TransactionError<sled::Error>> for Error {
+    fn from(e: sled::transaction::TransactionError<sled::Error>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e)
+            | sled::transaction::TransactionError::Storage(e) => Error::Storage(e),
+        }
+    }
+}
+
+impl From<Fatal<NodeId>> for Error {
+    fn from(e: Fatal<NodeId>) -> Self {
+        match e {
+            Fatal::Stopped => Error::Shutdown,
+            other => Error::Raft(Box::new(other)),
+        }
+    }
+}
+
+impl From<ForwardToLeader<NodeId, Node>> for Error {
+    fn from(e: ForwardToLeader<NodeId, Node>) -> Self {
+        Error::NotLeader {
+            leader: e.leader_id,
+        }
+    }
+}
+
+impl From<RaftError<NodeId, ClientWriteError<NodeId, Node>>> for Error {
+    fn from(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Self {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => f.into(),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                Error::RaftSetup(e.to_string())
+            }
+            RaftError::Fatal(f) => f.into(),
+        }
+    }
+}
+
+impl From<RaftError<NodeId, CheckIsLeaderError<NodeId, Node>>> for Error {
+    fn from(e: RaftError<NodeId, CheckIsLeaderError<NodeId, Node>>) -> Self {
+        match e {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => f.into(),
+            // Leadership could not be confirmed by a quorum: not a usable leader right now.
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
+                Error::NotLeader { leader: None }
+            }
+            RaftError::Fatal(f) => f.into(),
+        }
+    }
+}
+
+impl From<RaftError<NodeId, InitializeError<NodeId, Node>>> for Error {
+    fn from(e: RaftError<NodeId, InitializeError<NodeId, Node>>) -> Self {
+        match e {
+            RaftError::APIError(e) => Error::RaftSetup(e.to_string()),
+            RaftError::Fatal(f) => f.into(),
+        }
+    }
+}
+
+impl From<openraft::StorageError<NodeId>> for Error {
+    fn from(e: openraft::StorageError<NodeId>) -> Self {
+        Error::RaftStorage(Box::new(e))
+    }
+}
+
+/// Result with the crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

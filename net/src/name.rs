@@ -1,0 +1,77 @@
+//! Validation of names that become file names under the netns root. Pure: it must not touch
+//! the filesystem.
+
+use crate::error::{Error, Result};
+
+/// Longest accepted netns name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Checks that `name` can be used as a single path component under the netns root.
+pub fn validate_netns_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("must be at most 64 bytes")
+    } else if name.contains('/') {
+        Some("must not contain '/'")
+    } else if name == "." || name == ".." || name.contains("..") {
+        Some("must not contain '..' or be '.'")
+    } else if name.contains('\0') {
+        Some("must not contain NUL")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName {
+            field: "netns name",
+            value: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_pod_names() {
+        for name in ["pod-a", "default_web-0", "x", &"a".repeat(MAX_NAME_LEN)] {
+            assert!(validate_netns_name(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_names_that_escape_or_break_the_root() {
+        let too_long = "a".repeat(MAX_NAME_LEN + 1);
+        for name in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/abs",
+            "a..b",
+            "..x",
+            "nul\0",
+            too_long.as_str(),
+        ] {
+            match validate_netns_name(name) {
+                Err(Error::InvalidName { field, value, .. }) => {
+                    assert_eq!(field, "netns name");
+                    assert_eq!(value, name);
+                }
+                other => panic!("{name:?} was not refused: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn error_message_names_the_field() {
+        let err = validate_netns_name("a/b").err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("invalid netns name \"a/b\": must not contain '/'")
+        );
+    }
+}

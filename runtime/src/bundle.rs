@@ -1,0 +1,317 @@
+//! Pure construction of a container's OCI runtime spec (`config.json`) from the agent's
+//! [`ContainerSpec`] and the image config: command resolution as in Kubernetes, environment
+//! merging, mounts, namespaces, capabilities and the per-container cgroup path. It does no I/O
+//! except [`write_config`], which saves the result into a bundle directory.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, Mount, RootBuilder, Spec,
+};
+
+use crate::error::{Error, Result};
+use crate::image_store::ImageConfig;
+use crate::types::ContainerSpec;
+
+/// `PATH` used when neither the image nor the spec sets one (libcontainer needs it to find
+/// the executable).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Capabilities granted to containers: the container-runtime default set Kubernetes uses.
+const DEFAULT_CAPS: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// The process a container runs, resolved from spec and image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessPlan {
+    /// argv.
+    pub args: Vec<String>,
+    /// Environment as `KEY=value`, image entries first, overridden in place by the spec's.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+}
+
+/// Resolves argv, env and cwd like Kubernetes: `command` replaces the image Entrypoint (and
+/// drops its Cmd), `args` replaces Cmd; spec env overrides image env by key.
+pub fn resolve_process(spec: &ContainerSpec, image: &ImageConfig) -> Result<ProcessPlan> {
+    let args: Vec<String> = match (spec.command.is_empty(), spec.args.is_empty()) {
+        (false, _) => spec.command.iter().chain(&spec.args).cloned().collect(),
+        (true, false) => image.entrypoint.iter().chain(&spec.args).cloned().collect(),
+        (true, true) => image.entrypoint.iter().chain(&image.cmd).cloned().collect(),
+    };
+    if args.is_empty() {
+        return Err(Error::InvalidSpec {
+            id: spec.id.clone(),
+            reason: "no command: neither the spec nor the image sets one".into(),
+        });
+    }
+    let mut env: Vec<String> = Vec::new();
+    let mut set = |entry: String| {
+        let key = entry.split('=').next().unwrap_or_default().to_owned();
+        match env
+            .iter_mut()
+            .find(|e| e.split('=').next() == Some(key.as_str()))
+        {
+            Some(existing) => *existing = entry,
+            None => env.push(entry),
+        }
+    };
+    for e in &image.env {
+        set(e.clone());
+    }
+    for (k, v) in &spec.env {
+        set(format!("{k}={v}"));
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, format!("PATH={DEFAULT_PATH}"));
+    }
+    let cwd = spec
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .or_else(|| image.working_dir.clone())
+        .unwrap_or_else(|| "/".to_owned());
+    Ok(ProcessPlan { args, env, cwd })
+}
+
+/// The absolute cgroup path of a container: `/capstan/<pod_uid>/<container_id>`.
+pub fn cgroups_path(pod_uid: &str, container_id: &str) -> PathBuf {
+    PathBuf::from(format!("/capstan/{pod_uid}/{container_id}"))
+}
+
+fn namespace(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamespace> {
+    let b = LinuxNamespaceBuilder::default().typ(typ);
+    Ok(match path {
+        Some(p) => b.path(p).build()?,
+        None => b.build()?,
+    })
+}
+
+/// Builds the runtime spec for `spec` running `image` on the root filesystem at `rootfs`.
+pub fn build_spec(spec: &ContainerSpec, image: &ImageConfig, rootfs: &Path) -> Result<Spec> {
+    let plan = resolve_process(spec, image)?;
+    let mut oci = Spec::default();
+
+    let caps: HashSet<Capability> = DEFAULT_CAPS.iter().copied().collect();
+    let caps = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()?;
+    let mut process = oci.process().clone().unwrap_or_default();
+    process.set_args(Some(plan.args));
+    process.set_env(Some(plan.env));
+    process.set_cwd(PathBuf::from(plan.cwd));
+    process.set_terminal(Some(false));
+    process.set_capabilities(Some(caps));
+    process.set_no_new_privileges(Some(false));
+    oci.set_process(Some(process));
+
+    oci.set_root(Some(
+        RootBuilder::default()
+            .path(rootfs)
+            .readonly(false)
+            .build()?,
+    ));
+    let hostname = if spec.hostname.is_empty() {
+        spec.container_name.clone()
+    } else {
+        spec.hostname.clone()
+    };
+    oci.set_hostname(Some(hostname));
+
+    // The defaults minus the cgroupfs mount: the skeleton does not expose cgroups inside.
+    let mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts()
+        .into_iter()
+        .filter(|m| m.destination() != Path::new("/sys/fs/cgroup"))
+        .collect();
+    oci.set_mounts(Some(mounts));
+
+    let mut linux = oci.linux().clone().unwrap_or_default();
+    linux.set_namespaces(Some(vec![
+        namespace(LinuxNamespaceType::Pid, None)?,
+        namespace(LinuxNamespaceType::Ipc, None)?,
+        namespace(LinuxNamespaceType::Uts, None)?,
+        namespace(LinuxNamespaceType::Mount, None)?,
+        namespace(LinuxNamespaceType::Network, spec.netns_path.as_deref())?,
+    ]));
+    linux.set_cgroups_path(Some(cgroups_path(&spec.pod_uid, &spec.id)));
+    oci.set_linux(Some(linux));
+
+    let mut annotations = std::collections::HashMap::new();
+    annotations.insert(
+        "io.kubernetes.pod.namespace".to_owned(),
+        spec.pod_namespace.clone(),
+    );
+    annotations.insert("io.kubernetes.pod.name".to_owned(), spec.pod_name.clone());
+    annotations.insert("io.kubernetes.pod.uid".to_owned(), spec.pod_uid.clone());
+    annotations.insert(
+        "io.kubernetes.container.name".to_owned(),
+        spec.container_name.clone(),
+    );
+    oci.set_annotations(Some(annotations));
+    Ok(oci)
+}
+
+/// Saves `spec` as `<bundle>/config.json`.
+pub fn write_config(spec: &Spec, bundle: &Path) -> Result<()> {
+    Ok(spec.save(bundle.join("config.json"))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["serve".into(), "--port=1".into()],
+            env: vec!["PATH=/bin".into(), "A=image".into()],
+            working_dir: Some("/srv".into()),
+        }
+    }
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            id: "c1".into(),
+            pod_uid: "uid1".into(),
+            container_name: "main".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn image_entrypoint_and_cmd_when_spec_sets_neither() -> anyhow::Result<()> {
+        let p = resolve_process(&spec(), &image())?;
+        assert_eq!(p.args, ["/entry", "serve", "--port=1"]);
+        assert_eq!(p.cwd, "/srv");
+        Ok(())
+    }
+
+    #[test]
+    fn command_replaces_entrypoint_and_drops_cmd() -> anyhow::Result<()> {
+        let s = ContainerSpec {
+            command: vec!["sh".into(), "-c".into()],
+            args: vec!["echo hi".into()],
+            ..spec()
+        };
+        assert_eq!(resolve_process(&s, &image())?.args, ["sh", "-c", "echo hi"]);
+        let s = ContainerSpec {
+            command: vec!["sh".into()],
+            ..spec()
+        };
+        assert_eq!(resolve_process(&s, &image())?.args, ["sh"]);
+        Ok(())
+    }
+
+    #[test]
+    fn args_replace_cmd_but_keep_entrypoint() -> anyhow::Result<()> {
+        let s = ContainerSpec {
+            args: vec!["other".into()],
+            ..spec()
+        };
+        assert_eq!(resolve_process(&s, &image())?.args, ["/entry", "other"]);
+        Ok(())
+    }
+
+    #[test]
+    fn spec_env_overrides_image_env_in_place_and_path_defaults() -> anyhow::Result<()> {
+        let s = ContainerSpec {
+            env: vec![("A".into(), "spec".into()), ("B".into(), "x=y".into())],
+            ..spec()
+        };
+        assert_eq!(
+            resolve_process(&s, &image())?.env,
+            ["PATH=/bin", "A=spec", "B=x=y"]
+        );
+        let bare = ImageConfig {
+            cmd: vec!["sh".into()],
+            ..Default::default()
+        };
+        let p = resolve_process(&spec(), &bare)?;
+        assert_eq!(p.env, [format!("PATH={DEFAULT_PATH}")]);
+        assert_eq!(p.cwd, "/");
+        Ok(())
+    }
+
+    #[test]
+    fn no_command_anywhere_is_an_invalid_spec() {
+        let err = resolve_process(&spec(), &ImageConfig::default());
+        assert!(matches!(err, Err(Error::InvalidSpec { id, .. }) if id == "c1"));
+    }
+
+    #[test]
+    fn spec_has_namespaces_mounts_cgroup_and_netns() -> anyhow::Result<()> {
+        let s = ContainerSpec {
+            hostname: "web-0".into(),
+            netns_path: Some("/run/netns/p1".into()),
+            ..spec()
+        };
+        let oci = build_spec(&s, &image(), Path::new("/r/rootfs"))?;
+        assert_eq!(oci.hostname().as_deref(), Some("web-0"));
+        assert_eq!(
+            oci.root().as_ref().map(|r| r.path().clone()),
+            Some(PathBuf::from("/r/rootfs"))
+        );
+        let linux = oci.linux().clone().unwrap_or_default();
+        assert_eq!(
+            linux.cgroups_path().clone(),
+            Some(PathBuf::from("/capstan/uid1/c1"))
+        );
+        let ns = linux.namespaces().clone().unwrap_or_default();
+        let types: Vec<_> = ns.iter().map(|n| n.typ()).collect();
+        assert_eq!(
+            types,
+            [
+                LinuxNamespaceType::Pid,
+                LinuxNamespaceType::Ipc,
+                LinuxNamespaceType::Uts,
+                LinuxNamespaceType::Mount,
+                LinuxNamespaceType::Network
+            ]
+        );
+        assert!(!types.contains(&LinuxNamespaceType::User));
+        assert_eq!(ns[4].path().clone(), Some(PathBuf::from("/run/netns/p1")));
+        let dests: Vec<_> = oci
+            .mounts()
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.destination().clone())
+            .collect();
+        for d in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+        ] {
+            assert!(dests.contains(&PathBuf::from(d)), "missing mount {d}");
+        }
+        assert!(!dests.contains(&PathBuf::from("/sys/fs/cgroup")));
+        let process = oci.process().clone().unwrap_or_default();
+        assert_eq!(
+            process.args().clone().unwrap_or_default(),
+            ["/entry", "serve", "--port=1"]
+        );
+        Ok(())
+    }
+}

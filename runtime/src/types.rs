@@ -1,0 +1,100 @@
+//! The public value types of the runtime: what the agent asks for (`ContainerSpec`) and what it
+//! gets back (`ContainerStatus`, `ContainerState`). Plain data, no I/O.
+
+use std::path::PathBuf;
+
+/// Where the runtime keeps its files and which executable runs the shim.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Root directory for images, layers, containers, logs and libcontainer state.
+    pub root: PathBuf,
+    /// Executable started as `<shim_exe> shim run ...` for every container.
+    pub shim_exe: PathBuf,
+}
+
+/// One container of a pod, as the agent wants it run.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerSpec {
+    /// Unique container id (also names the cgroup, state dir and log file).
+    pub id: String,
+    /// UID of the owning pod (names the pod cgroup).
+    pub pod_uid: String,
+    /// Namespace of the owning pod.
+    pub pod_namespace: String,
+    /// Name of the owning pod.
+    pub pod_name: String,
+    /// Container name within the pod.
+    pub container_name: String,
+    /// Restart attempt, starting at 0.
+    pub attempt: u32,
+    /// Image reference, resolved against the local image store.
+    pub image: String,
+    /// Overrides the image Entrypoint when non-empty.
+    pub command: Vec<String>,
+    /// Overrides the image Cmd when non-empty.
+    pub args: Vec<String>,
+    /// Extra environment, appended after (and overriding) the image's.
+    pub env: Vec<(String, String)>,
+    /// Working directory; falls back to the image's, then `/`.
+    pub working_dir: Option<String>,
+    /// Hostname inside the container (UTS namespace).
+    pub hostname: String,
+    /// Network namespace to join; `None` creates a fresh one.
+    pub netns_path: Option<PathBuf>,
+}
+
+/// Observed status of one container.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerStatus {
+    /// Container id.
+    pub id: String,
+    /// UID of the owning pod.
+    pub pod_uid: String,
+    /// Container name within the pod.
+    pub container_name: String,
+    /// Restart attempt.
+    pub attempt: u32,
+    /// Image reference as requested.
+    pub image: String,
+    /// Lifecycle state.
+    pub state: ContainerState,
+    /// CRI-format log file of this container.
+    pub log_path: PathBuf,
+}
+
+/// Lifecycle state of a container, as far as the runtime can tell without pretending.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ContainerState {
+    /// The shim is setting the container up.
+    Created,
+    /// The container's init process runs.
+    Running {
+        /// Host pid of the container's init process.
+        pid: i32,
+        /// RFC 3339 start time.
+        started_at: String,
+    },
+    /// The container ended (or never started: reason `StartError`).
+    Exited {
+        /// Exit code; 128+N when killed by signal N.
+        exit_code: i32,
+        /// `Completed`, `Error`, `OOMKilled` or `StartError`.
+        reason: String,
+        /// RFC 3339 start time, if it started at all.
+        started_at: Option<String>,
+        /// RFC 3339 end time.
+        finished_at: String,
+    },
+    /// The runtime cannot tell (e.g. reason `ShimDied`: the supervising shim is gone).
+    Unknown {
+        /// Why the state is unknown.
+        reason: String,
+    },
+}
+
+impl ContainerState {
+    /// True once the container will not run again by itself.
+    pub fn is_exited(&self) -> bool {
+        matches!(self, ContainerState::Exited { .. })
+    }
+}

@@ -1,0 +1,46 @@
+//! What every node-agent actor shares: the node's identity, the API client, the container
+//! runtime and the network-namespace manager.
+
+use std::sync::Arc;
+
+use api::client::Client;
+
+/// Shared, read-only context of the node agent and its pod workers.
+#[derive(Clone)]
+pub struct AgentContext {
+    /// Name of this node (its Node object).
+    pub node_name: String,
+    /// The node's address, reported as the pods' hostIP.
+    pub host_ip: String,
+    /// API client (the agent talks to the API server like any remote agent would).
+    pub client: Client,
+    /// The container runtime (blocking; call it through `spawn_blocking`).
+    pub runtime: Arc<runtime::Runtime>,
+    /// Pod network namespaces (blocking; call it through `spawn_blocking`).
+    pub netns: Arc<net::NetnsManager>,
+}
+
+impl std::fmt::Debug for AgentContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentContext").field("node_name", &self.node_name).finish_non_exhaustive()
+    }
+}
+
+/// Runs blocking runtime/netns work off the async threads.
+pub async fn blocking<T, F>(f: F) -> crate::error::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> crate::error::Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| crate::error::Error::Task(e.to_string()))?
+}
+
+/// Name of a pod's network namespace.
+pub fn netns_name(pod_uid: &str) -> String {
+    format!("pod-{pod_uid}")
+}
+
+/// Runtime id of one attempt of one container of a pod.
+pub fn container_id(pod_uid: &str, container: &str, attempt: u32) -> String {
+    format!("{pod_uid}-{container}-{attempt}")
+}

@@ -1,0 +1,503 @@
+//! The API server's storage layer: turns API requests into store transactions.
+//!
+//! Owns object semantics that Kubernetes' generic registry has: defaulting and validation before a
+//! write, uid/creationTimestamp/generation, `resourceVersion` = the store's mod revision (stale
+//! writes are refused as conflicts through a compare-and-swap transaction), graceful deletion of
+//! bound pods. It must not act on objects (that is the controllers' and node agents' job).
+
+use std::sync::Arc;
+
+use api::v1::{self, Object};
+use api::Kind;
+use futures::{Stream, StreamExt};
+use raftstore::{Compare, CompareOp, CompareTarget, EventKind, KeyValue, Store, Txn, TxnOp};
+
+use super::keys;
+use crate::error::{Error, Result};
+
+/// A change to an object, as a watch reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// The object was created.
+    Added,
+    /// The object was changed.
+    Modified,
+    /// The object was removed; the event carries its last state.
+    Deleted,
+}
+
+impl EventType {
+    /// Kubernetes' name of the event type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One watch event: what happened, and the object after it (before it, for deletions).
+#[derive(Debug, Clone)]
+pub struct ObjectEvent {
+    /// What happened.
+    pub event_type: EventType,
+    /// The object, with `resourceVersion` set to the event's revision.
+    pub object: Object,
+}
+
+/// The API server's registry: every request that reads or writes objects goes through it.
+#[derive(Clone)]
+pub struct Registry {
+    store: Store,
+    clock: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+/// The current time as Kubernetes writes it (RFC 3339, seconds, UTC).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Registry {
+    /// A registry over `store`.
+    pub fn new(store: Store) -> Self {
+        Registry { store, clock: Arc::new(now_rfc3339) }
+    }
+
+    /// The store underneath (for the process's shutdown).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Creates the namespace `name` unless it exists (used at start-up for `default`).
+    pub async fn ensure_namespace(&self, name: &str) -> Result<()> {
+        let ns = v1::Namespace {
+            metadata: Some(v1::ObjectMeta { name: name.to_string(), ..Default::default() }),
+            ..Default::default()
+        };
+        match self.create(Object::from(ns)).await {
+            Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates an object: defaults, validates, checks its namespace, then stores it if absent.
+    pub async fn create(&self, mut obj: Object) -> Result<Object> {
+        let kind = kind_of(&obj)?;
+        api::defaults::apply(&mut obj);
+        {
+            let meta = obj.metadata_mut();
+            if meta.name.is_empty() && !meta.generate_name.is_empty() {
+                meta.name = generated_name(&meta.generate_name);
+            }
+            if !kind.namespaced() {
+                meta.namespace.clear();
+            }
+            meta.uid = uuid::Uuid::new_v4().to_string();
+            meta.creation_timestamp = (self.clock)();
+            meta.deletion_timestamp.clear();
+            meta.resource_version.clear();
+            meta.generation = 1;
+        }
+        reset_status_for_create(&mut obj);
+        validate(kind, &obj)?;
+        let (namespace, name) = ns_name(&obj);
+        if kind.namespaced() {
+            self.require_active_namespace(&namespace).await?;
+        }
+        let key = keys::object_key(kind, &namespace, &name);
+        let txn = Txn {
+            compares: vec![Compare {
+                key: key.clone().into_bytes(),
+                target: CompareTarget::CreateRevision(0),
+                op: CompareOp::Equal,
+            }],
+            success: vec![TxnOp::Put { key: key.clone().into_bytes(), value: obj.to_bytes() }],
+            failure: vec![],
+        };
+        let res = self.store.txn(txn).await?;
+        if !res.succeeded {
+            return Err(Error::AlreadyExists {
+                kind: kind.as_str().to_string(),
+                key: keys::display_key(kind, &namespace, &name),
+            });
+        }
+        obj.metadata_mut().resource_version = res.revision.to_string();
+        tracing::info!(kind = kind.as_str(), namespace = %namespace, name = %name, resource_version = res.revision, "object created");
+        Ok(obj)
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object> {
+        let key = keys::object_key(kind, namespace, name);
+        match self.store.get(key.as_bytes()).await? {
+            Some(kv) => decode(&kv),
+            None => Err(not_found(kind, namespace, name)),
+        }
+    }
+
+    /// Lists objects of `kind` in `namespace` (all when empty) matching `selector`, with the
+    /// store revision the list is consistent at.
+    pub async fn list(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        selector: &str,
+    ) -> Result<(Vec<Object>, i64)> {
+        let selector = parse_selector(selector)?;
+        let prefix = keys::list_prefix(kind, namespace);
+        let res = self.store.range_prefix(prefix.as_bytes()).await?;
+        let mut items = Vec::with_capacity(res.kvs.len());
+        for kv in &res.kvs {
+            let obj = decode(kv)?;
+            if selector.matches(&obj.metadata().labels) {
+                items.push(obj);
+            }
+        }
+        Ok((items, res.revision))
+    }
+
+    /// Watches `kind` objects in `namespace` (all when empty) matching `selector`, for changes
+    /// after `resource_version` (after now when empty or "0").
+    pub async fn watch(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        selector: &str,
+        resource_version: &str,
+    ) -> Result<impl Stream<Item = Result<ObjectEvent>> + Send + 'static> {
+        let selector = parse_selector(selector)?;
+        let start = match resource_version {
+            "" | "0" => 0,
+            rv => parse_rv(rv)? + 1,
+        };
+        let prefix = keys::list_prefix(kind, namespace);
+        let stream = match self.store.watch(prefix.into_bytes(), start).await {
+            Ok(s) => s,
+            Err(raftstore::Error::Compacted { compact_revision }) => {
+                return Err(Error::Expired { requested: start - 1, compacted: compact_revision })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(stream.filter_map(move |ev| {
+            let out = match ev {
+                Err(raftstore::Error::Compacted { compact_revision }) => {
+                    Some(Err(Error::Expired { requested: start - 1, compacted: compact_revision }))
+                }
+                Err(e) => Some(Err(Error::Store(e))),
+                Ok(ev) => match to_object_event(&ev) {
+                    Ok(oe) if selector.matches(&oe.object.metadata().labels) => Some(Ok(oe)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                },
+            };
+            futures::future::ready(out)
+        }))
+    }
+
+    /// Replaces an object's spec and metadata (labels, annotations, finalizers); keeps status.
+    /// A non-empty `resourceVersion` must match the stored one.
+    pub async fn update(&self, obj: Object) -> Result<Object> {
+        let kind = kind_of(&obj)?;
+        let (namespace, name) = ns_name(&obj);
+        let (current, kv) = self.load(kind, &namespace, &name).await?;
+        check_rv(&obj, &kv)?;
+        let mut next = obj;
+        api::defaults::apply(&mut next);
+        if kind == Kind::Pod && pod_spec(&current) != pod_spec(&next) {
+            return Err(Error::Invalid {
+                kind: kind.as_str().into(),
+                name,
+                details: "spec: Forbidden: pod updates may not change the pod spec".into(),
+            });
+        }
+        {
+            let cur = current.metadata();
+            let spec_changed = spec_bytes(&current) != spec_bytes(&next);
+            let meta = next.metadata_mut();
+            meta.uid = cur.uid.clone();
+            meta.creation_timestamp = cur.creation_timestamp.clone();
+            meta.deletion_timestamp = cur.deletion_timestamp.clone();
+            meta.generation = cur.generation + i64::from(spec_changed);
+            meta.resource_version.clear();
+        }
+        copy_status(&current, &mut next);
+        validate(kind, &next)?;
+        self.swap(kind, &kv, next).await
+    }
+
+    /// Replaces an object's status (the status subresource). A non-empty `resourceVersion`
+    /// must match the stored one.
+    pub async fn update_status(&self, obj: Object) -> Result<Object> {
+        let kind = kind_of(&obj)?;
+        let (namespace, name) = ns_name(&obj);
+        let (mut current, kv) = self.load(kind, &namespace, &name).await?;
+        check_rv(&obj, &kv)?;
+        copy_status(&obj, &mut current);
+        current.metadata_mut().resource_version.clear();
+        self.swap(kind, &kv, current).await
+    }
+
+    /// Binds a pending pod to a node (the Binding subresource).
+    pub async fn bind(&self, namespace: &str, name: &str, node_name: &str) -> Result<Object> {
+        let (mut obj, kv) = self.load(Kind::Pod, namespace, name).await?;
+        let now = (self.clock)();
+        let Some(v1::object::Kind::Pod(pod)) = obj.kind.as_mut() else {
+            return Err(not_found(Kind::Pod, namespace, name));
+        };
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        if !spec.node_name.is_empty() {
+            return Err(Error::Conflict {
+                key: keys::display_key(Kind::Pod, namespace, name),
+                expected: "an unbound pod".into(),
+                actual: format!("pod bound to node {}", spec.node_name),
+            });
+        }
+        spec.node_name = node_name.to_string();
+        let status = pod.status.get_or_insert_with(Default::default);
+        set_pod_condition(status, "PodScheduled", "True", &now);
+        obj.metadata_mut().resource_version.clear();
+        self.swap(Kind::Pod, &kv, obj).await
+    }
+
+    /// Deletes an object. A pod bound to a node is deleted gracefully: the first call sets
+    /// `deletionTimestamp` and the node agent stops its containers and calls again to remove it.
+    pub async fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object> {
+        let (mut obj, kv) = self.load(kind, namespace, name).await?;
+        if kind == Kind::Namespace {
+            let (pods, _) = self.list(Kind::Pod, name, "").await?;
+            if !pods.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "namespace {name:?} still holds {} pod(s); delete them first",
+                    pods.len()
+                )));
+            }
+        }
+        let graceful = kind == Kind::Pod
+            && !pod_spec(&obj).map(|s| s.node_name.is_empty()).unwrap_or(true)
+            && obj.metadata().deletion_timestamp.is_empty();
+        if graceful {
+            obj.metadata_mut().deletion_timestamp = (self.clock)();
+            obj.metadata_mut().resource_version.clear();
+            return self.swap(kind, &kv, obj).await;
+        }
+        let key = kv.key.clone();
+        let txn = Txn {
+            compares: vec![mod_rev_equals(&key, kv.mod_revision)],
+            success: vec![TxnOp::Delete { key: key.clone() }],
+            failure: vec![],
+        };
+        let res = self.store.txn(txn).await?;
+        if !res.succeeded {
+            return Err(conflict_on(&key, kv.mod_revision));
+        }
+        obj.metadata_mut().resource_version = res.revision.to_string();
+        tracing::info!(kind = kind.as_str(), namespace = %namespace, name = %name, resource_version = res.revision, "object deleted");
+        Ok(obj)
+    }
+
+    async fn require_active_namespace(&self, namespace: &str) -> Result<()> {
+        match self.get(Kind::Namespace, "", namespace).await {
+            Ok(ns) if !ns.metadata().deletion_timestamp.is_empty() => Err(Error::FailedPrecondition(
+                format!("namespace {namespace:?} is terminating"),
+            )),
+            Ok(_) => Ok(()),
+            Err(Error::NotFound { .. }) => {
+                Err(Error::FailedPrecondition(format!("namespace {namespace:?} not found")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn load(&self, kind: Kind, namespace: &str, name: &str) -> Result<(Object, KeyValue)> {
+        let key = keys::object_key(kind, namespace, name);
+        match self.store.get(key.as_bytes()).await? {
+            Some(kv) => Ok((decode(&kv)?, kv)),
+            None => Err(not_found(kind, namespace, name)),
+        }
+    }
+
+    /// Writes `next` over the object read as `kv`, if nobody changed it since.
+    async fn swap(&self, kind: Kind, kv: &KeyValue, mut next: Object) -> Result<Object> {
+        let txn = Txn {
+            compares: vec![mod_rev_equals(&kv.key, kv.mod_revision)],
+            success: vec![TxnOp::Put { key: kv.key.clone(), value: next.to_bytes() }],
+            failure: vec![],
+        };
+        let res = self.store.txn(txn).await?;
+        if !res.succeeded {
+            return Err(conflict_on(&kv.key, kv.mod_revision));
+        }
+        next.metadata_mut().resource_version = res.revision.to_string();
+        tracing::debug!(kind = kind.as_str(), key = %String::from_utf8_lossy(&kv.key), resource_version = res.revision, "object updated");
+        Ok(next)
+    }
+}
+
+fn kind_of(obj: &Object) -> Result<Kind> {
+    obj.kind().ok_or_else(|| Error::Invalid {
+        kind: "Object".into(),
+        name: String::new(),
+        details: "kind: Required value: the object envelope is empty".into(),
+    })
+}
+
+fn ns_name(obj: &Object) -> (String, String) {
+    let m = obj.metadata();
+    (m.namespace.clone(), m.name.clone())
+}
+
+fn validate(kind: Kind, obj: &Object) -> Result<()> {
+    let errors = api::validation::validate(obj);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let details = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+    Err(Error::Invalid { kind: kind.as_str().into(), name: obj.metadata().name.clone(), details })
+}
+
+fn parse_selector(s: &str) -> Result<api::selector::Selector> {
+    api::selector::Selector::parse(s).map_err(|e| Error::Invalid {
+        kind: "ListOptions".into(),
+        name: String::new(),
+        details: format!("labelSelector: {e}"),
+    })
+}
+
+fn parse_rv(rv: &str) -> Result<i64> {
+    rv.parse::<i64>().map_err(|_| Error::Invalid {
+        kind: "ListOptions".into(),
+        name: String::new(),
+        details: format!("resourceVersion: Invalid value: {rv:?}: must be an integer"),
+    })
+}
+
+fn check_rv(obj: &Object, kv: &KeyValue) -> Result<()> {
+    let rv = &obj.metadata().resource_version;
+    if rv.is_empty() || parse_rv(rv)? == kv.mod_revision {
+        return Ok(());
+    }
+    Err(Error::Conflict {
+        key: String::from_utf8_lossy(&kv.key).into_owned(),
+        expected: rv.clone(),
+        actual: kv.mod_revision.to_string(),
+    })
+}
+
+fn mod_rev_equals(key: &[u8], rev: i64) -> Compare {
+    Compare { key: key.to_vec(), target: CompareTarget::ModRevision(rev), op: CompareOp::Equal }
+}
+
+fn conflict_on(key: &[u8], read_rev: i64) -> Error {
+    Error::Conflict {
+        key: String::from_utf8_lossy(key).into_owned(),
+        expected: read_rev.to_string(),
+        actual: "a newer revision".into(),
+    }
+}
+
+fn not_found(kind: Kind, namespace: &str, name: &str) -> Error {
+    Error::NotFound { kind: kind.as_str().into(), key: keys::display_key(kind, namespace, name) }
+}
+
+/// Decodes a stored object and stamps its resourceVersion from the store.
+fn decode(kv: &KeyValue) -> Result<Object> {
+    let mut obj = Object::from_bytes(&kv.value).map_err(|e| Error::Corrupt {
+        key: String::from_utf8_lossy(&kv.key).into_owned(),
+        reason: e.to_string(),
+    })?;
+    obj.metadata_mut().resource_version = kv.mod_revision.to_string();
+    Ok(obj)
+}
+
+fn to_object_event(ev: &raftstore::WatchEvent) -> Result<ObjectEvent> {
+    match ev.kind {
+        EventKind::Put => {
+            let event_type = if ev.kv.version == 1 { EventType::Added } else { EventType::Modified };
+            Ok(ObjectEvent { event_type, object: decode(&ev.kv)? })
+        }
+        EventKind::Delete => {
+            let prev = ev.prev_kv.as_ref().ok_or_else(|| Error::Corrupt {
+                key: String::from_utf8_lossy(&ev.kv.key).into_owned(),
+                reason: "delete event without the previous value".into(),
+            })?;
+            let mut object = decode(prev)?;
+            object.metadata_mut().resource_version = ev.kv.mod_revision.to_string();
+            Ok(ObjectEvent { event_type: EventType::Deleted, object })
+        }
+    }
+}
+
+fn pod_spec(obj: &Object) -> Option<&v1::PodSpec> {
+    match obj.kind.as_ref() {
+        Some(v1::object::Kind::Pod(p)) => p.spec.as_ref(),
+        _ => None,
+    }
+}
+
+fn spec_bytes(obj: &Object) -> Vec<u8> {
+    use prost::Message;
+    match obj.kind.as_ref() {
+        Some(v1::object::Kind::Pod(p)) => p.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(v1::object::Kind::Node(n)) => n.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(v1::object::Kind::Namespace(n)) => n.spec.as_ref().map(|s| s.encode_to_vec()),
+        None => None,
+    }
+    .unwrap_or_default()
+}
+
+/// Copies `from`'s status into `to` (same kind); other fields of `to` stay.
+fn copy_status(from: &Object, to: &mut Object) {
+    use v1::object::Kind as K;
+    match (from.kind.as_ref(), to.kind.as_mut()) {
+        (Some(K::Pod(f)), Some(K::Pod(t))) => t.status = f.status.clone(),
+        (Some(K::Node(f)), Some(K::Node(t))) => t.status = f.status.clone(),
+        (Some(K::Namespace(f)), Some(K::Namespace(t))) => t.status = f.status.clone(),
+        _ => {}
+    }
+}
+
+/// What the server sets as status on create, whatever the client sent (as Kubernetes does).
+fn reset_status_for_create(obj: &mut Object) {
+    use v1::object::Kind as K;
+    match obj.kind.as_mut() {
+        Some(K::Pod(p)) => {
+            p.status = Some(v1::PodStatus { phase: "Pending".into(), ..Default::default() });
+        }
+        Some(K::Namespace(n)) => {
+            n.status = Some(v1::NamespaceStatus { phase: "Active".into() });
+        }
+        Some(K::Node(_)) | None => {}
+    }
+}
+
+/// Sets (or adds) a pod condition, moving its transition time only when the status changes.
+pub fn set_pod_condition(status: &mut v1::PodStatus, type_: &str, value: &str, now: &str) {
+    if let Some(c) = status.conditions.iter_mut().find(|c| c.r#type == type_) {
+        if c.status != value {
+            c.status = value.to_string();
+            c.last_transition_time = now.to_string();
+        }
+        return;
+    }
+    status.conditions.push(v1::PodCondition {
+        r#type: type_.to_string(),
+        status: value.to_string(),
+        last_transition_time: now.to_string(),
+        ..Default::default()
+    });
+}
+
+fn generated_name(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let id = uuid::Uuid::new_v4();
+    let suffix: String =
+        id.as_bytes().iter().take(5).map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    format!("{prefix}{suffix}")
+}

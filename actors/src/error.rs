@@ -1,0 +1,106 @@
+//! Errors of the control plane and node agent, and their one mapping to gRPC statuses.
+
+/// What went wrong in the API server, the scheduler or the node agent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object failed validation; fix the input. Each entry names the field and the reason.
+    #[error("{kind} {name:?} is invalid: {details}")]
+    Invalid {
+        /// Kind of the object.
+        kind: String,
+        /// Name of the object (may be empty).
+        name: String,
+        /// `field: reason` entries joined by `; `.
+        details: String,
+    },
+    /// The object does not exist.
+    #[error("{kind} {key:?} not found")]
+    NotFound {
+        /// Kind of the object.
+        kind: String,
+        /// `namespace/name` or `name`.
+        key: String,
+    },
+    /// The object exists already.
+    #[error("{kind} {key:?} already exists")]
+    AlreadyExists {
+        /// Kind of the object.
+        kind: String,
+        /// `namespace/name` or `name`.
+        key: String,
+    },
+    /// The object changed since it was read: re-read it and retry.
+    #[error("conflict on {key:?}: expected resourceVersion {expected}, found {actual}")]
+    Conflict {
+        /// Storage key.
+        key: String,
+        /// resourceVersion the caller sent.
+        expected: String,
+        /// resourceVersion in the store.
+        actual: String,
+    },
+    /// The request is not allowed in the current state (e.g. a namespace that does not exist).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A watch asked for history that was compacted: list again.
+    #[error("resourceVersion {requested} is too old (compacted at {compacted}); list again")]
+    Expired {
+        /// Requested resourceVersion.
+        requested: i64,
+        /// The store's compaction point.
+        compacted: i64,
+    },
+    /// The store failed; retry later.
+    #[error("store: {0}")]
+    Store(#[from] raftstore::Error),
+    /// A stored object could not be decoded: the data is damaged or from an incompatible version.
+    #[error("corrupt object at {key:?}: {reason}")]
+    Corrupt {
+        /// Storage key.
+        key: String,
+        /// Decoder message.
+        reason: String,
+    },
+    /// The container runtime failed.
+    #[error("runtime: {0}")]
+    Runtime(#[from] runtime::Error),
+    /// Building the pod network failed.
+    #[error("network: {0}")]
+    Net(#[from] net::Error),
+    /// Calling the API server failed.
+    #[error("api client: {0}")]
+    Client(String),
+    /// An actor could not be reached or did not answer in time.
+    #[error("actor {actor}: {reason}")]
+    Actor {
+        /// Actor name.
+        actor: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("background task: {0}")]
+    Task(String),
+}
+
+/// Result of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        use tonic::Code;
+        let code = match &e {
+            Error::Invalid { .. } => Code::InvalidArgument,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::AlreadyExists { .. } => Code::AlreadyExists,
+            Error::Conflict { .. } => Code::Aborted,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Expired { .. } => Code::OutOfRange,
+            Error::Store(raftstore::Error::NotLeader { .. }) => Code::Unavailable,
+            Error::Store(_) | Error::Actor { .. } | Error::Client(_) => Code::Unavailable,
+            Error::Corrupt { .. } | Error::Task(_) => Code::Internal,
+            Error::Runtime(_) | Error::Net(_) => Code::Internal,
+        };
+        tonic::Status::new(code, e.to_string())
+    }
+}

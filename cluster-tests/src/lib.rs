@@ -1,0 +1,258 @@
+//! Test harness for end-to-end scenarios: starts real `capstan server` processes on loopback
+//! with private data and netns directories, runs the real CLI against them, and cleans up
+//! everything it started (pods, shims, network namespaces, processes) also when a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The `capstan` binary under test: `$CAPSTAN_BIN`, else the workspace's debug build.
+pub fn capstan_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CAPSTAN_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/capstan");
+    assert!(p.exists(), "{} is missing: run `cargo build --bins` before the cluster tests", p.display());
+    p
+}
+
+/// A busybox image archive, built once per test process with `capstan image build-busybox`.
+pub fn busybox_archive() -> &'static Path {
+    static ARCHIVE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = ARCHIVE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busybox.tar");
+        let out = Command::new(capstan_bin())
+            .args(["image", "build-busybox", "-o"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "build-busybox failed: {}", String::from_utf8_lossy(&out.stderr));
+        (dir, path)
+    });
+    path
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub fn must_eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One `capstan server` process with its own data dir, netns dir and port.
+pub struct Server {
+    dir: tempfile::TempDir,
+    netns_dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    debug: bool,
+    /// Node name of this server's agent.
+    pub node: String,
+}
+
+impl Server {
+    /// Starts a server (with the debug service when `debug`) and imports the busybox image.
+    pub fn start(debug: bool) -> Server {
+        let dir = tempfile::Builder::new().prefix("capstan-test-").tempdir().unwrap();
+        let tag = dir.path().file_name().unwrap().to_string_lossy().to_string();
+        let netns_dir = PathBuf::from(format!("/run/{tag}/netns"));
+        let mut s = Server { dir, netns_dir, port: 0, child: None, debug, node: "test-node".into() };
+        let out = s.cli(&["image", "import", busybox_archive().to_str().unwrap(), "--data-dir", s.data_dir().to_str().unwrap()]);
+        assert!(out.status.success(), "image import failed: {}", String::from_utf8_lossy(&out.stderr));
+        s.boot();
+        s
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The API endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn boot(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let start_len = log.metadata().unwrap().len() as usize;
+        let mut cmd = Command::new(capstan_bin());
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--node-name")
+            .arg(&self.node)
+            .arg("--netns-dir")
+            .arg(&self.netns_dir)
+            .arg("--log")
+            .arg("info,actors=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if self.debug {
+            cmd.arg("--enable-debug-service");
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        let log_path = self.log_path();
+        let port = must_eventually(Duration::from_secs(60), "the server to be ready", || {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("server exited early ({status}): {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+            }
+            let text = std::fs::read_to_string(&log_path).ok()?;
+            let line = text.get(start_len..)?.lines().find(|l| l.contains("capstan server ready"))?.to_string();
+            line.rsplit(':').next()?.trim().parse::<u16>().ok()
+        });
+        self.port = port;
+        // The node registers itself right after start.
+        must_eventually(Duration::from_secs(30), "the node to be Ready", || {
+            let out = self.cli(&["get", "nodes"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.lines().any(|l| l.starts_with(&self.node) && l.contains(" Ready")).then_some(())
+        });
+    }
+
+    /// Stops the server with SIGTERM and waits for it (containers keep running).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Starts the server again on the same data dir and port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.boot();
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(capstan_bin());
+        if self.port != 0 {
+            cmd.env("CAPSTAN_SERVER", self.url());
+        }
+        cmd.args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs the CLI and returns stdout, panicking with stderr when it fails.
+    pub fn must_cli(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "capstan {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `capstan get pod NAME -o json`, parsed; `None` when the pod does not exist.
+    pub fn pod_json(&self, name: &str) -> Option<serde_json::Value> {
+        let out = self.cli(&["get", "pod", name, "-o", "json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Waits until the pod reaches `phase`, and returns its JSON.
+    pub fn must_pod_phase(&self, name: &str, phase: &str, timeout: Duration) -> serde_json::Value {
+        must_eventually(timeout, &format!("pod {name} to be {phase}"), || {
+            self.pod_json(name).filter(|p| p["status"]["phase"] == phase)
+        })
+    }
+
+    /// The runtime's containers of pod `uid`, read from this server's data dir.
+    pub fn containers_of(&self, uid: &str) -> Vec<runtime::ContainerStatus> {
+        let rt = self.runtime();
+        rt.list_containers().unwrap().into_iter().filter(|c| c.pod_uid == uid).collect()
+    }
+
+    fn runtime(&self) -> runtime::Runtime {
+        runtime::Runtime::new(runtime::RuntimeConfig {
+            root: self.data_dir().join("runtime"),
+            shim_exe: capstan_bin(),
+        })
+        .unwrap()
+    }
+
+    /// The server log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // Delete pods through the API first, so the agent stops their containers itself.
+            let out = self.cli(&["get", "pods", "-A", "-o", "json"]);
+            if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                for p in list["items"].as_array().cloned().unwrap_or_default() {
+                    let (ns, name) = (p["metadata"]["namespace"].as_str(), p["metadata"]["name"].as_str());
+                    if let (Some(ns), Some(name)) = (ns, name) {
+                        let _ = self.cli(&["delete", "pod", name, "-n", ns, "--timeout", "30"]);
+                    }
+                }
+            }
+        }
+        self.stop();
+        // Whatever is left (a test that failed half-way): stop and remove it directly.
+        if let Ok(rt) = runtime::Runtime::new(runtime::RuntimeConfig {
+            root: self.data_dir().join("runtime"),
+            shim_exe: capstan_bin(),
+        }) {
+            for c in rt.list_containers().unwrap_or_default() {
+                let _ = rt.stop_container(&c.id, Duration::from_secs(2));
+                let _ = rt.remove_container(&c.id);
+            }
+        }
+        if let Ok(mgr) = net::NetnsManager::new(self.netns_dir.clone()) {
+            for ns in mgr.list().unwrap_or_default() {
+                let _ = mgr.delete(&ns);
+            }
+        }
+        if let Some(run_dir) = self.netns_dir.parent() {
+            let _ = nix::mount::umount2(&self.netns_dir, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir_all(run_dir);
+        }
+    }
+}
+
+/// Whether a process with this pid exists.
+pub fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}
+
+/// The path of a file in the workspace's `examples/`.
+pub fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name).to_string_lossy().to_string()
+}

@@ -1,0 +1,92 @@
+//! The walking skeleton end to end: a Pod from a YAML file to a real container, its phases as a
+//! watch sees them, its log through `capstan logs`, and its exit code in the status.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use api::Kind;
+use cluster_tests::{example, Server};
+use futures::StreamExt;
+
+fn phase_of(obj: &api::v1::Object) -> Option<(String, String)> {
+    match obj.kind.as_ref()? {
+        api::v1::object::Kind::Pod(p) => {
+            Some((p.metadata.as_ref()?.name.clone(), p.status.as_ref()?.phase.clone()))
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn hello_pod_goes_pending_running_succeeded_and_its_log_is_readable() {
+    let server = Server::start(false);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = server.url();
+    let phases = rt.spawn(async move {
+        let client = api::client::Client::connect(url).await.unwrap();
+        let mut events = client.watch(Kind::Pod, "default", "", "").await.unwrap();
+        let mut seen: Vec<String> = Vec::new();
+        while let Some(ev) = events.next().await {
+            let ev = ev.unwrap();
+            let Some((name, phase)) = ev.object.as_ref().and_then(phase_of) else { continue };
+            if name == "hello" && seen.last() != Some(&phase) {
+                seen.push(phase.clone());
+            }
+            if phase == "Succeeded" || phase == "Failed" {
+                return seen;
+            }
+        }
+        seen
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    let out = server.must_cli(&["apply", "-f", &example("hello-pod.yaml")]);
+    assert_eq!(out.trim(), "pod/hello created");
+
+    let pod = server.must_pod_phase("hello", "Succeeded", Duration::from_secs(90));
+    let seen = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), phases).await }).unwrap().unwrap();
+    assert_eq!(seen, vec!["Pending", "Running", "Succeeded"], "server log:\n{}", server.log());
+
+    let term = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["exitCode"], 0, "status: {pod}");
+    assert_eq!(term["reason"], "Completed");
+    assert_eq!(pod["spec"]["nodeName"], server.node.as_str());
+
+    let logs = server.must_cli(&["logs", "hello"]);
+    assert_eq!(logs, "Hello from Capstan\n");
+
+    let table = server.must_cli(&["get", "pods"]);
+    let row = table.lines().find(|l| l.starts_with("hello ")).expect("hello row");
+    assert!(row.contains("0/1") && row.contains("Completed"), "row: {row}");
+}
+
+#[test]
+fn a_failing_container_reports_its_exit_code_and_both_streams_are_logged() {
+    let server = Server::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("fail.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: fail
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox:latest
+    command: ["sh", "-c", "echo to-out; echo to-err >&2; exit 3"]
+"#,
+    )
+    .unwrap();
+    server.must_cli(&["apply", "-f", manifest.to_str().unwrap()]);
+    let pod = server.must_pod_phase("fail", "Failed", Duration::from_secs(90));
+    let term = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["exitCode"], 3, "status: {pod}");
+    assert_eq!(term["reason"], "Error");
+    let logs = server.must_cli(&["logs", "fail", "-c", "main"]);
+    let mut lines: Vec<&str> = logs.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, vec!["to-err", "to-out"]);
+}

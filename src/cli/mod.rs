@@ -1,0 +1,82 @@
+//! Command-line interface: argument parsing and dispatch. Every failure ends in a readable
+//! `error: ...` line on stderr and exit code 1.
+
+mod apply;
+mod debug;
+mod format;
+mod get;
+mod image;
+mod logs;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+/// Default API endpoint of a local server.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:6443";
+
+#[derive(Parser, Debug)]
+#[command(name = "capstan", version, about = "Capstan: a container orchestrator for your own machines")]
+struct Cli {
+    /// API server endpoint.
+    #[arg(long, global = true, env = "CAPSTAN_SERVER", default_value = DEFAULT_SERVER)]
+    server: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a server: raft store, API server, scheduler and a node agent (single node).
+    Server(server::ServerArgs),
+    /// Create or update objects from manifest files (YAML or JSON, multi-document, directories).
+    Apply(apply::ApplyArgs),
+    /// Show objects.
+    Get(get::GetArgs),
+    /// Delete an object (pods: waits until its containers stopped).
+    Delete(get::DeleteArgs),
+    /// Print a container's log.
+    Logs(logs::LogsArgs),
+    /// Manage the node's local images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Debug helpers for chaos testing (needs `server --enable-debug-service`).
+    #[command(subcommand, hide = true)]
+    Debug(debug::DebugCommand),
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Server(a) => server::run(a).await,
+            Command::Apply(a) => apply::run(&cli.server, a).await,
+            Command::Get(a) => get::run(&cli.server, a).await,
+            Command::Delete(a) => get::delete(&cli.server, a).await,
+            Command::Logs(a) => logs::run(&cli.server, a).await,
+            Command::Image(c) => image::run(c).await,
+            Command::Debug(c) => debug::run(&cli.server, c).await,
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+/// Connects the API client, with a message that says what to check.
+pub async fn connect(server: &str) -> anyhow::Result<api::client::Client> {
+    api::client::Client::connect(server.to_string())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the Capstan server at {server}: {e} (is `capstan server` running? set --server or CAPSTAN_SERVER)"))
+}

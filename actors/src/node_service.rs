@@ -54,46 +54,76 @@ impl pb::node_service_server::NodeService for NodeService {
 
     async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
         let r = req.into_inner();
-        let obj = self.ctx.client.get(Kind::Pod, &r.namespace, &r.pod).await.map_err(|e| match e {
-            ClientError::NotFound(m) => Status::not_found(m),
-            other => Status::unavailable(other.to_string()),
-        })?;
+        let obj = self
+            .ctx
+            .client
+            .get(Kind::Pod, &r.namespace, &r.pod)
+            .await
+            .map_err(|e| match e {
+                ClientError::NotFound(m) => Status::not_found(m),
+                other => Status::unavailable(other.to_string()),
+            })?;
         let Some(v1::object::Kind::Pod(pod)) = obj.kind else {
-            return Err(Status::not_found(format!("pod {}/{} not found", r.namespace, r.pod)));
+            return Err(Status::not_found(format!(
+                "pod {}/{} not found",
+                r.namespace, r.pod
+            )));
         };
-        let uid = pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default();
-        let names: Vec<String> =
-            pod.spec.as_ref().map(|s| s.containers.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
-        let container = match (r.container.is_empty(), names.as_slice()) {
-            (false, _) if names.contains(&r.container) => r.container.clone(),
-            (false, _) => {
-                return Err(Status::invalid_argument(format!(
+        let uid = pod
+            .metadata
+            .as_ref()
+            .map(|m| m.uid.clone())
+            .unwrap_or_default();
+        let names: Vec<String> = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+        let container =
+            match (r.container.is_empty(), names.as_slice()) {
+                (false, _) if names.contains(&r.container) => r.container.clone(),
+                (false, _) => {
+                    return Err(Status::invalid_argument(format!(
                     "container: Invalid value: {:?}: not a container of pod {}; choose one of: {}",
                     r.container, r.pod, names.join(", ")
                 )))
-            }
-            (true, [only]) => only.clone(),
-            (true, _) => {
-                return Err(Status::invalid_argument(format!(
-                    "container: Required value: pod {} has {} containers; choose one of: {}",
-                    r.pod, names.len(), names.join(", ")
-                )))
-            }
-        };
+                }
+                (true, [only]) => only.clone(),
+                (true, _) => {
+                    return Err(Status::invalid_argument(format!(
+                        "container: Required value: pod {} has {} containers; choose one of: {}",
+                        r.pod,
+                        names.len(),
+                        names.join(", ")
+                    )))
+                }
+            };
         let rt = self.ctx.runtime.clone();
         let (uid2, c2) = (uid.clone(), container.clone());
         let mut attempts: Vec<runtime::ContainerStatus> = blocking(move || {
-            Ok(rt.list_containers()?.into_iter().filter(|c| c.pod_uid == uid2 && c.container_name == c2).collect())
+            Ok(rt
+                .list_containers()?
+                .into_iter()
+                .filter(|c| c.pod_uid == uid2 && c.container_name == c2)
+                .collect())
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-        attempts.sort_by(|a, b| b.attempt.cmp(&a.attempt));
-        let pick = if r.previous { attempts.get(1) } else { attempts.first() };
+        attempts.sort_by_key(|r| std::cmp::Reverse(r.attempt));
+        let pick = if r.previous {
+            attempts.get(1)
+        } else {
+            attempts.first()
+        };
         let Some(record) = pick.cloned() else {
             return Err(Status::failed_precondition(format!(
                 "container {container:?} in pod {:?} has not {} yet",
                 r.pod,
-                if r.previous { "been restarted" } else { "started" }
+                if r.previous {
+                    "been restarted"
+                } else {
+                    "started"
+                }
             )));
         };
         let runtime = self.ctx.runtime.clone();
@@ -113,7 +143,9 @@ fn async_stream(
         let file = match tokio::fs::File::open(&record.log_path).await {
             Ok(f) => f,
             Err(e) => {
-                let _ = tx.send(Err(Status::not_found(format!("log of {}: {e}", record.id)))).await;
+                let _ = tx
+                    .send(Err(Status::not_found(format!("log of {}: {e}", record.id))))
+                    .await;
                 return;
             }
         };
@@ -149,9 +181,17 @@ fn async_stream(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-async fn continue_line(tx: &tokio::sync::mpsc::Sender<Result<pb::LogChunk, Status>>, line: &str) -> bool {
+async fn continue_line(
+    tx: &tokio::sync::mpsc::Sender<Result<pb::LogChunk, Status>>,
+    line: &str,
+) -> bool {
     match cri_payload(line.trim_end_matches('\n')) {
-        Some(text) => tx.send(Ok(pb::LogChunk { data: text.into_bytes() })).await.is_ok(),
+        Some(text) => tx
+            .send(Ok(pb::LogChunk {
+                data: text.into_bytes(),
+            }))
+            .await
+            .is_ok(),
         None => true,
     }
 }
@@ -159,7 +199,13 @@ async fn continue_line(tx: &tokio::sync::mpsc::Sender<Result<pb::LogChunk, Statu
 async fn still_running(rt: &std::sync::Arc<runtime::Runtime>, id: &str) -> bool {
     let (rt, id) = (rt.clone(), id.to_string());
     let st = blocking(move || Ok(rt.container_status(&id)?)).await;
-    matches!(st, Ok(Some(runtime::ContainerStatus { state: runtime::ContainerState::Running { .. }, .. })))
+    matches!(
+        st,
+        Ok(Some(runtime::ContainerStatus {
+            state: runtime::ContainerState::Running { .. },
+            ..
+        }))
+    )
 }
 
 /// Serves `capstan.node.v1.DebugService`: list and kill actors by name.
@@ -175,8 +221,10 @@ impl pb::debug_service_server::DebugService for DebugService {
         let mut actors: Vec<pb::ActorInfo> = ractor::registry::registered()
             .into_iter()
             .filter_map(|name| {
-                ractor::registry::where_is(name.clone())
-                    .map(|cell| pb::ActorInfo { name: name.to_string(), id: cell.get_id().to_string() })
+                ractor::registry::where_is(name.clone()).map(|cell| pb::ActorInfo {
+                    name: name.to_string(),
+                    id: cell.get_id().to_string(),
+                })
             })
             .collect();
         actors.sort_by(|a, b| a.name.cmp(&b.name));
@@ -203,9 +251,18 @@ mod tests {
 
     #[test]
     fn cri_framing_is_removed() {
-        assert_eq!(cri_payload("2026-01-01T00:00:00.1Z stdout F hello world").as_deref(), Some("hello world\n"));
-        assert_eq!(cri_payload("2026-01-01T00:00:00.1Z stderr P part").as_deref(), Some("part"));
-        assert_eq!(cri_payload("2026-01-01T00:00:00.1Z stdout F ").as_deref(), Some("\n"));
+        assert_eq!(
+            cri_payload("2026-01-01T00:00:00.1Z stdout F hello world").as_deref(),
+            Some("hello world\n")
+        );
+        assert_eq!(
+            cri_payload("2026-01-01T00:00:00.1Z stderr P part").as_deref(),
+            Some("part")
+        );
+        assert_eq!(
+            cri_payload("2026-01-01T00:00:00.1Z stdout F ").as_deref(),
+            Some("\n")
+        );
         assert_eq!(cri_payload("garbage"), None);
     }
 }

@@ -52,7 +52,12 @@ pub struct RestartTracker {
 impl RestartTracker {
     /// A tracker with no history.
     pub fn new(policy: RestartPolicy) -> Self {
-        RestartTracker { policy, restarts: VecDeque::new(), consecutive: 0, last_start: None }
+        RestartTracker {
+            policy,
+            restarts: VecDeque::new(),
+            consecutive: 0,
+            last_start: None,
+        }
     }
 
     /// Records that the child was (re)started at `now`.
@@ -62,10 +67,17 @@ impl RestartTracker {
 
     /// Records a failure at `now` and decides what to do.
     pub fn failed(&mut self, now: Instant) -> RestartDecision {
-        if self.last_start.is_some_and(|s| now.duration_since(s) >= self.policy.reset_after) {
+        if self
+            .last_start
+            .is_some_and(|s| now.duration_since(s) >= self.policy.reset_after)
+        {
             self.consecutive = 0;
         }
-        while self.restarts.front().is_some_and(|t| now.duration_since(*t) > self.policy.window) {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.policy.window)
+        {
             self.restarts.pop_front();
         }
         if self.restarts.len() >= self.policy.budget {
@@ -74,7 +86,11 @@ impl RestartTracker {
         self.restarts.push_back(now);
         let factor = 2u32.saturating_pow(self.consecutive.min(16));
         self.consecutive += 1;
-        let delay = self.policy.base_delay.saturating_mul(factor).min(self.policy.max_delay);
+        let delay = self
+            .policy
+            .base_delay
+            .saturating_mul(factor)
+            .min(self.policy.max_delay);
         RestartDecision::RestartAfter(delay)
     }
 
@@ -132,6 +148,9 @@ mod tests {
         t.failed(now);
         t.started(now);
         let later = now + Duration::from_secs(31);
-        assert_eq!(t.failed(later), RestartDecision::RestartAfter(Duration::from_millis(100)));
+        assert_eq!(
+            t.failed(later),
+            RestartDecision::RestartAfter(Duration::from_millis(100))
+        );
     }
 }

@@ -60,7 +60,9 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| Error::FailedPrecondition(format!("cannot listen on {}: {e}", cfg.listen)))?;
-    let addr = listener.local_addr().map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
 
     let runtime = Arc::new(runtime::Runtime::new(runtime::RuntimeConfig {
         root: cfg.data_dir.join("runtime"),
@@ -78,10 +80,16 @@ pub async fn run(
     };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let debug = cfg.enable_debug_service.then(|| pb::debug_service_server::DebugServiceServer::new(DebugService));
+    let debug = cfg
+        .enable_debug_service
+        .then(|| pb::debug_service_server::DebugServiceServer::new(DebugService));
     let grpc = tonic::transport::Server::builder()
-        .add_service(api::v1::api_server::ApiServer::new(ApiService::new(registry.clone())))
-        .add_service(pb::node_service_server::NodeServiceServer::new(NodeService::new(ctx.clone())))
+        .add_service(api::v1::api_server::ApiServer::new(ApiService::new(
+            registry.clone(),
+        )))
+        .add_service(pb::node_service_server::NodeServiceServer::new(
+            NodeService::new(ctx.clone()),
+        ))
         .add_optional_service(debug)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;
@@ -93,10 +101,16 @@ pub async fn run(
     let (root, root_handle) = Actor::spawn(
         Some(ROOT.to_string()),
         Supervisor,
-        SupervisorArgs { children, policy: RestartPolicy::default() },
+        SupervisorArgs {
+            children,
+            policy: RestartPolicy::default(),
+        },
     )
     .await
-    .map_err(|e| Error::Actor { actor: ROOT.into(), reason: e.to_string() })?;
+    .map_err(|e| Error::Actor {
+        actor: ROOT.into(),
+        reason: e.to_string(),
+    })?;
     on_ready(addr);
 
     tokio::select! {
@@ -106,7 +120,9 @@ pub async fn run(
     // Actors first (they stop their watch tasks), then the endpoint, then the store; open
     // client streams must not hold the process: the endpoint gets a few seconds to drain.
     if root.get_status() == ractor::ActorStatus::Running {
-        let _ = root.stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_GRACE)).await;
+        let _ = root
+            .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_GRACE))
+            .await;
     }
     let _ = stop_tx.send(());
     store.shutdown().await?;
@@ -123,8 +139,13 @@ fn scheduler_child(registry: Registry) -> ChildSpec {
         start: Arc::new(move |sup| {
             let registry = registry.clone();
             Box::pin(async move {
-                let (r, _) =
-                    Actor::spawn_linked(Some(scheduler::NAME.to_string()), Scheduler, registry, sup).await?;
+                let (r, _) = Actor::spawn_linked(
+                    Some(scheduler::NAME.to_string()),
+                    Scheduler,
+                    registry,
+                    sup,
+                )
+                .await?;
                 Ok(r.get_cell())
             })
         }),

@@ -8,7 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
+    SupervisionEvent,
+};
 
 use crate::restart::{RestartDecision, RestartPolicy, RestartTracker};
 
@@ -33,7 +36,9 @@ pub struct ChildSpec {
 
 impl std::fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChildSpec").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("ChildSpec")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,7 +104,9 @@ fn schedule_restart(
     state: &mut SupervisorState,
     id: &str,
 ) -> Result<(), ActorProcessingErr> {
-    let Some(tracker) = state.trackers.get_mut(id) else { return Ok(()) };
+    let Some(tracker) = state.trackers.get_mut(id) else {
+        return Ok(());
+    };
     match tracker.failed(Instant::now()) {
         RestartDecision::RestartAfter(delay) => {
             tracing::info!(child = %id, delay_ms = delay.as_millis() as u64, "restarting child after back-off");
@@ -129,7 +136,11 @@ impl Actor for Supervisor {
             .iter()
             .map(|c| (c.id.clone(), RestartTracker::new(args.policy)))
             .collect();
-        let mut state = SupervisorState { specs: args.children, running: HashMap::new(), trackers };
+        let mut state = SupervisorState {
+            specs: args.children,
+            running: HashMap::new(),
+            trackers,
+        };
         for spec in state.specs.clone() {
             start_child(&myself, &mut state, &spec).await?;
         }
@@ -143,7 +154,9 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         // ractor leaves linked children running when their supervisor stops; an orderly stop
         // of the tree stops them too.
-        myself.stop_children_and_wait(Some("supervisor stopped".into()), Some(CHILD_STOP_GRACE)).await;
+        myself
+            .stop_children_and_wait(Some("supervisor stopped".into()), Some(CHILD_STOP_GRACE))
+            .await;
         Ok(())
     }
 
@@ -166,7 +179,11 @@ impl Actor for Supervisor {
                     .specs
                     .iter()
                     .map(|s| {
-                        let id = state.running.iter().find(|(_, v)| **v == s.id).map(|(k, _)| *k);
+                        let id = state
+                            .running
+                            .iter()
+                            .find(|(_, v)| **v == s.id)
+                            .map(|(k, _)| *k);
                         (s.id.clone(), id)
                     })
                     .collect();
@@ -256,19 +273,30 @@ mod tests {
         let name = format!("crashy-{}", uuid::Uuid::new_v4());
         let args = SupervisorArgs {
             children: vec![crashy_spec(&name, starts.clone())],
-            policy: RestartPolicy { base_delay: Duration::from_millis(5), ..Default::default() },
+            policy: RestartPolicy {
+                base_delay: Duration::from_millis(5),
+                ..Default::default()
+            },
         };
-        let (sup, handle) = Actor::spawn(None, Supervisor, args).await.expect("spawn supervisor");
+        let (sup, handle) = Actor::spawn(None, Supervisor, args)
+            .await
+            .expect("spawn supervisor");
         assert_eq!(starts.load(Ordering::SeqCst), 1);
 
         let child = ractor::registry::where_is(name.clone()).expect("child registered");
         child.send_message::<()>(()).expect("send");
-        assert!(wait_for(|| starts.load(Ordering::SeqCst) == 2).await, "restarted after crash");
+        assert!(
+            wait_for(|| starts.load(Ordering::SeqCst) == 2).await,
+            "restarted after crash"
+        );
 
         assert!(wait_for(|| ractor::registry::where_is(name.clone()).is_some()).await);
         let child = ractor::registry::where_is(name.clone()).expect("child registered again");
         child.kill();
-        assert!(wait_for(|| starts.load(Ordering::SeqCst) == 3).await, "restarted after kill");
+        assert!(
+            wait_for(|| starts.load(Ordering::SeqCst) == 3).await,
+            "restarted after kill"
+        );
 
         sup.stop(None);
         handle.await.expect("supervisor exits");
@@ -286,7 +314,9 @@ mod tests {
                 ..Default::default()
             },
         };
-        let (_sup, handle) = Actor::spawn(None, Supervisor, args).await.expect("spawn supervisor");
+        let (_sup, handle) = Actor::spawn(None, Supervisor, args)
+            .await
+            .expect("spawn supervisor");
         for round in 1..=3 {
             assert!(wait_for(|| starts.load(Ordering::SeqCst) == round).await);
             assert!(wait_for(|| ractor::registry::where_is(name.clone()).is_some()).await);
@@ -295,7 +325,10 @@ mod tests {
             }
         }
         let joined = tokio::time::timeout(Duration::from_secs(5), handle).await;
-        assert!(joined.is_ok(), "supervisor stopped after the budget was spent");
+        assert!(
+            joined.is_ok(),
+            "supervisor stopped after the budget was spent"
+        );
         assert_eq!(starts.load(Ordering::SeqCst), 3);
     }
 }

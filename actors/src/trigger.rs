@@ -43,7 +43,9 @@ where
                         }
                     }
                 }
-                Err(e) => tracing::debug!(actor = ?actor.get_name(), error = %e, "cannot open watch"),
+                Err(e) => {
+                    tracing::debug!(actor = ?actor.get_name(), error = %e, "cannot open watch")
+                }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
             if actor.get_status() != ractor::ActorStatus::Running {

@@ -10,9 +10,12 @@ use api::Kind;
 use futures::StreamExt;
 
 async fn registry(dir: &std::path::Path) -> Registry {
-    let store = raftstore::Store::open(raftstore::StoreConfig { node_id: 1, data_dir: dir.join("store") })
-        .await
-        .unwrap();
+    let store = raftstore::Store::open(raftstore::StoreConfig {
+        node_id: 1,
+        data_dir: dir.join("store"),
+    })
+    .await
+    .unwrap();
     let r = Registry::new(store);
     r.ensure_namespace("default").await.unwrap();
     r
@@ -20,9 +23,17 @@ async fn registry(dir: &std::path::Path) -> Registry {
 
 fn pod(name: &str, image: &str) -> Object {
     Object::from(v1::Pod {
-        metadata: Some(v1::ObjectMeta { name: name.into(), namespace: "default".into(), ..Default::default() }),
+        metadata: Some(v1::ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
         spec: Some(v1::PodSpec {
-            containers: vec![v1::Container { name: "c".into(), image: image.into(), ..Default::default() }],
+            containers: vec![v1::Container {
+                name: "c".into(),
+                image: image.into(),
+                ..Default::default()
+            }],
             ..Default::default()
         }),
         status: None,
@@ -35,22 +46,39 @@ async fn a_stale_resource_version_is_a_conflict_and_a_fresh_one_wins() {
     let r = registry(dir.path()).await;
     let created = r.create(pod("p", "busybox")).await.unwrap();
     let rv1 = created.metadata().resource_version.clone();
-    assert_eq!(created.as_pod().unwrap().status.as_ref().unwrap().phase, "Pending");
+    assert_eq!(
+        created.as_pod().unwrap().status.as_ref().unwrap().phase,
+        "Pending"
+    );
 
     let mut first = created.clone();
-    first.as_pod_mut().unwrap().status = Some(v1::PodStatus { phase: "Running".into(), ..Default::default() });
+    first.as_pod_mut().unwrap().status = Some(v1::PodStatus {
+        phase: "Running".into(),
+        ..Default::default()
+    });
     let updated = r.update_status(first).await.unwrap();
-    assert!(updated.metadata().resource_version.parse::<i64>().unwrap() > rv1.parse::<i64>().unwrap());
+    assert!(
+        updated.metadata().resource_version.parse::<i64>().unwrap() > rv1.parse::<i64>().unwrap()
+    );
 
     let mut stale = created.clone();
-    stale.as_pod_mut().unwrap().status = Some(v1::PodStatus { phase: "Failed".into(), ..Default::default() });
+    stale.as_pod_mut().unwrap().status = Some(v1::PodStatus {
+        phase: "Failed".into(),
+        ..Default::default()
+    });
     match r.update_status(stale).await {
         Err(Error::Conflict { expected, .. }) => assert_eq!(expected, rv1),
         other => panic!("expected a conflict, got {other:?}"),
     }
     let now = r.get(Kind::Pod, "default", "p").await.unwrap();
-    assert_eq!(now.as_pod().unwrap().status.as_ref().unwrap().phase, "Running");
-    assert_eq!(now.metadata().resource_version, updated.metadata().resource_version);
+    assert_eq!(
+        now.as_pod().unwrap().status.as_ref().unwrap().phase,
+        "Running"
+    );
+    assert_eq!(
+        now.metadata().resource_version,
+        updated.metadata().resource_version
+    );
     r.store().shutdown().await.unwrap();
 }
 
@@ -60,20 +88,30 @@ async fn invalid_or_duplicate_objects_store_nothing() {
     let r = registry(dir.path()).await;
     let rev = r.store().revision();
     match r.create(pod("Bad_Name", "busybox")).await {
-        Err(Error::Invalid { details, .. }) => assert!(details.contains("metadata.name"), "{details}"),
+        Err(Error::Invalid { details, .. }) => {
+            assert!(details.contains("metadata.name"), "{details}")
+        }
         other => panic!("expected invalid, got {other:?}"),
     }
     match r.create(pod("noimage", "")).await {
-        Err(Error::Invalid { details, .. }) => assert!(details.contains("spec.containers[0].image"), "{details}"),
+        Err(Error::Invalid { details, .. }) => {
+            assert!(details.contains("spec.containers[0].image"), "{details}")
+        }
         other => panic!("expected invalid, got {other:?}"),
     }
     let mut elsewhere = pod("p", "busybox");
     elsewhere.metadata_mut().namespace = "missing".into();
-    assert!(matches!(r.create(elsewhere).await, Err(Error::FailedPrecondition(_))));
+    assert!(matches!(
+        r.create(elsewhere).await,
+        Err(Error::FailedPrecondition(_))
+    ));
     assert_eq!(r.store().revision(), rev, "nothing was written");
 
     r.create(pod("p", "busybox")).await.unwrap();
-    assert!(matches!(r.create(pod("p", "busybox")).await, Err(Error::AlreadyExists { .. })));
+    assert!(matches!(
+        r.create(pod("p", "busybox")).await,
+        Err(Error::AlreadyExists { .. })
+    ));
     r.store().shutdown().await.unwrap();
 }
 
@@ -87,11 +125,21 @@ async fn a_watch_resumes_after_a_listed_resource_version() {
     r.create(pod("b", "busybox")).await.unwrap();
     r.delete(Kind::Pod, "default", "a").await.unwrap();
 
-    let mut events = Box::pin(r.watch(Kind::Pod, "default", "", &rev.to_string()).await.unwrap());
+    let mut events = Box::pin(
+        r.watch(Kind::Pod, "default", "", &rev.to_string())
+            .await
+            .unwrap(),
+    );
     let first = events.next().await.unwrap().unwrap();
     let second = events.next().await.unwrap().unwrap();
-    assert_eq!((first.event_type, first.object.metadata().name.as_str()), (EventType::Added, "b"));
-    assert_eq!((second.event_type, second.object.metadata().name.as_str()), (EventType::Deleted, "a"));
+    assert_eq!(
+        (first.event_type, first.object.metadata().name.as_str()),
+        (EventType::Added, "b")
+    );
+    assert_eq!(
+        (second.event_type, second.object.metadata().name.as_str()),
+        (EventType::Deleted, "a")
+    );
     drop(events);
     r.store().shutdown().await.unwrap();
 }

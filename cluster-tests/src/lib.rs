@@ -17,7 +17,11 @@ pub fn capstan_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/capstan");
-    assert!(p.exists(), "{} is missing: run `cargo build --bins` before the cluster tests", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --bins` before the cluster tests",
+        p.display()
+    );
     p
 }
 
@@ -32,7 +36,11 @@ pub fn busybox_archive() -> &'static Path {
             .arg(&path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "build-busybox failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "build-busybox failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         (dir, path)
     });
     path
@@ -45,7 +53,10 @@ pub fn must_eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> 
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -64,12 +75,37 @@ pub struct Server {
 impl Server {
     /// Starts a server (with the debug service when `debug`) and imports the busybox image.
     pub fn start(debug: bool) -> Server {
-        let dir = tempfile::Builder::new().prefix("capstan-test-").tempdir().unwrap();
-        let tag = dir.path().file_name().unwrap().to_string_lossy().to_string();
+        let dir = tempfile::Builder::new()
+            .prefix("capstan-test-")
+            .tempdir()
+            .unwrap();
+        let tag = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         let netns_dir = PathBuf::from(format!("/run/{tag}/netns"));
-        let mut s = Server { dir, netns_dir, port: 0, child: None, debug, node: "test-node".into() };
-        let out = s.cli(&["image", "import", busybox_archive().to_str().unwrap(), "--data-dir", s.data_dir().to_str().unwrap()]);
-        assert!(out.status.success(), "image import failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut s = Server {
+            dir,
+            netns_dir,
+            port: 0,
+            child: None,
+            debug,
+            node: "test-node".into(),
+        };
+        let out = s.cli(&[
+            "image",
+            "import",
+            busybox_archive().to_str().unwrap(),
+            "--data-dir",
+            s.data_dir().to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "image import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         s.boot();
         s
     }
@@ -89,7 +125,11 @@ impl Server {
     }
 
     fn boot(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let start_len = log.metadata().unwrap().len() as usize;
         let mut cmd = Command::new(capstan_bin());
         cmd.arg("server")
@@ -113,10 +153,17 @@ impl Server {
         let log_path = self.log_path();
         let port = must_eventually(Duration::from_secs(60), "the server to be ready", || {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("server exited early ({status}): {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+                panic!(
+                    "server exited early ({status}): {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
             }
             let text = std::fs::read_to_string(&log_path).ok()?;
-            let line = text.get(start_len..)?.lines().find(|l| l.contains("capstan server ready"))?.to_string();
+            let line = text
+                .get(start_len..)?
+                .lines()
+                .find(|l| l.contains("capstan server ready"))?
+                .to_string();
             line.rsplit(':').next()?.trim().parse::<u16>().ok()
         });
         self.port = port;
@@ -124,7 +171,9 @@ impl Server {
         must_eventually(Duration::from_secs(30), "the node to be Ready", || {
             let out = self.cli(&["get", "nodes"]);
             let text = String::from_utf8_lossy(&out.stdout).to_string();
-            text.lines().any(|l| l.starts_with(&self.node) && l.contains(" Ready")).then_some(())
+            text.lines()
+                .any(|l| l.starts_with(&self.node) && l.contains(" Ready"))
+                .then_some(())
         });
     }
 
@@ -186,14 +235,19 @@ impl Server {
     /// Waits until the pod reaches `phase`, and returns its JSON.
     pub fn must_pod_phase(&self, name: &str, phase: &str, timeout: Duration) -> serde_json::Value {
         must_eventually(timeout, &format!("pod {name} to be {phase}"), || {
-            self.pod_json(name).filter(|p| p["status"]["phase"] == phase)
+            self.pod_json(name)
+                .filter(|p| p["status"]["phase"] == phase)
         })
     }
 
     /// The runtime's containers of pod `uid`, read from this server's data dir.
     pub fn containers_of(&self, uid: &str) -> Vec<runtime::ContainerStatus> {
         let rt = self.runtime();
-        rt.list_containers().unwrap().into_iter().filter(|c| c.pod_uid == uid).collect()
+        rt.list_containers()
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.pod_uid == uid)
+            .collect()
     }
 
     fn runtime(&self) -> runtime::Runtime {
@@ -217,7 +271,10 @@ impl Drop for Server {
             let out = self.cli(&["get", "pods", "-A", "-o", "json"]);
             if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
                 for p in list["items"].as_array().cloned().unwrap_or_default() {
-                    let (ns, name) = (p["metadata"]["namespace"].as_str(), p["metadata"]["name"].as_str());
+                    let (ns, name) = (
+                        p["metadata"]["namespace"].as_str(),
+                        p["metadata"]["name"].as_str(),
+                    );
                     if let (Some(ns), Some(name)) = (ns, name) {
                         let _ = self.cli(&["delete", "pod", name, "-n", ns, "--timeout", "30"]);
                     }
@@ -254,5 +311,9 @@ pub fn alive(pid: i32) -> bool {
 
 /// The path of a file in the workspace's `examples/`.
 pub fn example(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name).to_string_lossy().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+        .to_string_lossy()
+        .to_string()
 }

@@ -40,6 +40,13 @@ fn a_killed_pod_worker_is_restarted_and_adopts_its_running_container() {
     assert_eq!(cs["containerID"], container_id);
     assert!(cs["state"]["running"].is_object(), "status: {pod}");
     let containers = server.containers_of(&uid);
-    assert_eq!(containers.len(), 1, "exactly one container for the pod: {containers:?}");
-    assert!(matches!(containers[0].state, runtime::ContainerState::Running { .. }));
+    assert_eq!(
+        containers.len(),
+        1,
+        "exactly one container for the pod: {containers:?}"
+    );
+    assert!(matches!(
+        containers[0].state,
+        runtime::ContainerState::Running { .. }
+    ));
 }

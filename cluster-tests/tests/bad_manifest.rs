@@ -9,7 +9,10 @@ fn apply_text(server: &Server, text: &str) -> (i32, String) {
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, text).unwrap();
     let out = server.cli(&["apply", "-f", path.to_str().unwrap()]);
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 #[test]
@@ -41,10 +44,17 @@ fn bad_manifests_exit_1_name_the_field_and_store_nothing() {
     for (what, text, field) in cases {
         let (code, stderr) = apply_text(&server, text);
         assert_eq!(code, 1, "{what}: exit code; stderr: {stderr}");
-        assert!(stderr.contains(field), "{what}: stderr should name {field}: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "{what}: stderr should name {field}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
     }
     let out = server.cli(&["get", "pods", "-A", "-o", "json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "nothing stored: {list}");
+    assert_eq!(
+        list["items"].as_array().map(Vec::len),
+        Some(0),
+        "nothing stored: {list}"
+    );
 }

@@ -10,9 +10,10 @@ use futures::StreamExt;
 
 fn phase_of(obj: &api::v1::Object) -> Option<(String, String)> {
     match obj.kind.as_ref()? {
-        api::v1::object::Kind::Pod(p) => {
-            Some((p.metadata.as_ref()?.name.clone(), p.status.as_ref()?.phase.clone()))
-        }
+        api::v1::object::Kind::Pod(p) => Some((
+            p.metadata.as_ref()?.name.clone(),
+            p.status.as_ref()?.phase.clone(),
+        )),
         _ => None,
     }
 }
@@ -28,7 +29,9 @@ fn hello_pod_goes_pending_running_succeeded_and_its_log_is_readable() {
         let mut seen: Vec<String> = Vec::new();
         while let Some(ev) = events.next().await {
             let ev = ev.unwrap();
-            let Some((name, phase)) = ev.object.as_ref().and_then(phase_of) else { continue };
+            let Some((name, phase)) = ev.object.as_ref().and_then(phase_of) else {
+                continue;
+            };
             if name == "hello" && seen.last() != Some(&phase) {
                 seen.push(phase.clone());
             }
@@ -44,8 +47,16 @@ fn hello_pod_goes_pending_running_succeeded_and_its_log_is_readable() {
     assert_eq!(out.trim(), "pod/hello created");
 
     let pod = server.must_pod_phase("hello", "Succeeded", Duration::from_secs(90));
-    let seen = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), phases).await }).unwrap().unwrap();
-    assert_eq!(seen, vec!["Pending", "Running", "Succeeded"], "server log:\n{}", server.log());
+    let seen = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), phases).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec!["Pending", "Running", "Succeeded"],
+        "server log:\n{}",
+        server.log()
+    );
 
     let term = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
     assert_eq!(term["exitCode"], 0, "status: {pod}");
@@ -56,8 +67,14 @@ fn hello_pod_goes_pending_running_succeeded_and_its_log_is_readable() {
     assert_eq!(logs, "Hello from Capstan\n");
 
     let table = server.must_cli(&["get", "pods"]);
-    let row = table.lines().find(|l| l.starts_with("hello ")).expect("hello row");
-    assert!(row.contains("0/1") && row.contains("Completed"), "row: {row}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("hello "))
+        .expect("hello row");
+    assert!(
+        row.contains("0/1") && row.contains("Completed"),
+        "row: {row}"
+    );
 }
 
 #[test]

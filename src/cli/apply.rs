@@ -21,7 +21,12 @@ fn manifest_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("{}", path.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+            })
             .collect();
         files.sort();
         return Ok(files);
@@ -44,8 +49,9 @@ fn load(files: &[PathBuf]) -> anyhow::Result<Vec<Object>> {
     for f in files {
         for path in manifest_files(f)? {
             let text = read(&path)?;
-            let decoded = api::manifest::decode(&text)
-                .map_err(|e| anyhow::anyhow!("error validating {:?}: {e}", path.display().to_string()))?;
+            let decoded = api::manifest::decode(&text).map_err(|e| {
+                anyhow::anyhow!("error validating {:?}: {e}", path.display().to_string())
+            })?;
             for mut obj in decoded {
                 api::defaults::apply(&mut obj);
                 let errors = api::validation::validate(&obj);
@@ -73,10 +79,16 @@ pub async fn run(server: &str, a: ApplyArgs) -> anyhow::Result<()> {
     }
     let client = super::connect(server).await?;
     for obj in objects {
-        let kind = obj.kind().ok_or_else(|| anyhow::anyhow!("kind: Required value"))?;
+        let kind = obj
+            .kind()
+            .ok_or_else(|| anyhow::anyhow!("kind: Required value"))?;
         let meta = obj.metadata().clone();
         let label = format!("{}/{}", kind.as_str().to_ascii_lowercase(), meta.name);
-        let ns = if kind.namespaced() { meta.namespace.clone() } else { String::new() };
+        let ns = if kind.namespaced() {
+            meta.namespace.clone()
+        } else {
+            String::new()
+        };
         match client.get(kind, &ns, &meta.name).await {
             Err(ClientError::NotFound(_)) => {
                 client.create(obj).await.map_err(super::get::describe)?;
@@ -118,7 +130,8 @@ fn same_desired_state(existing: &Object, wanted: &Object) -> bool {
 /// when the manifest leaves them out, so re-applying an unchanged manifest changes nothing.
 fn keep_server_set_fields(existing: &Object, mut wanted: Object) -> Object {
     use api::v1::object::Kind as K;
-    if let (Some(K::Pod(cur)), Some(K::Pod(next))) = (existing.kind.as_ref(), wanted.kind.as_mut()) {
+    if let (Some(K::Pod(cur)), Some(K::Pod(next))) = (existing.kind.as_ref(), wanted.kind.as_mut())
+    {
         if let (Some(cs), Some(ns)) = (cur.spec.as_ref(), next.spec.as_mut()) {
             if ns.node_name.is_empty() {
                 ns.node_name = cs.node_name.clone();

@@ -24,13 +24,20 @@ pub async fn run(server: &str, cmd: DebugCommand) -> anyhow::Result<()> {
         .with_context(|| format!("cannot reach {server}"))?;
     match cmd {
         DebugCommand::Actors => {
-            let list = c.list_actors(ListActorsRequest {}).await.map_err(status)?.into_inner();
+            let list = c
+                .list_actors(ListActorsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
             for a in list.actors {
                 println!("{}\t{}", a.name, a.id);
             }
         }
         DebugCommand::Kill { name } => {
-            let r = c.kill_actor(KillActorRequest { name: name.clone() }).await.map_err(status)?;
+            let r = c
+                .kill_actor(KillActorRequest { name: name.clone() })
+                .await
+                .map_err(status)?;
             println!("killed {name} ({})", r.into_inner().id);
         }
     }

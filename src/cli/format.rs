@@ -16,7 +16,9 @@ pub enum Output {
 
 /// `5s`, `3m`, `2h`, `4d` since an RFC 3339 time, as kubectl prints ages.
 pub fn age(created: &str, now: DateTime<Utc>) -> String {
-    let Ok(t) = DateTime::parse_from_rfc3339(created) else { return "<unknown>".into() };
+    let Ok(t) = DateTime::parse_from_rfc3339(created) else {
+        return "<unknown>".into();
+    };
     let s = (now - t.with_timezone(&Utc)).num_seconds().max(0);
     match s {
         0..=119 => format!("{s}s"),
@@ -28,20 +30,36 @@ pub fn age(created: &str, now: DateTime<Utc>) -> String {
 
 /// kubectl's STATUS column of a pod: a container's waiting/terminated reason wins over the phase.
 pub fn pod_status_column(pod: &v1::Pod) -> String {
-    let Some(status) = pod.status.as_ref() else { return "Pending".into() };
-    if pod.metadata.as_ref().is_some_and(|m| !m.deletion_timestamp.is_empty()) {
+    let Some(status) = pod.status.as_ref() else {
+        return "Pending".into();
+    };
+    if pod
+        .metadata
+        .as_ref()
+        .is_some_and(|m| !m.deletion_timestamp.is_empty())
+    {
         return "Terminating".into();
     }
     if status.phase == "Succeeded" {
         return "Completed".into();
     }
-    let mut reason = if status.reason.is_empty() { status.phase.clone() } else { status.reason.clone() };
+    let mut reason = if status.reason.is_empty() {
+        status.phase.clone()
+    } else {
+        status.reason.clone()
+    };
     for cs in &status.container_statuses {
-        let Some(state) = cs.state.as_ref() else { continue };
+        let Some(state) = cs.state.as_ref() else {
+            continue;
+        };
         if let Some(w) = state.waiting.as_ref().filter(|w| !w.reason.is_empty()) {
             reason = w.reason.clone();
         } else if let Some(t) = state.terminated.as_ref() {
-            reason = if t.reason.is_empty() { format!("ExitCode:{}", t.exit_code) } else { t.reason.clone() };
+            reason = if t.reason.is_empty() {
+                format!("ExitCode:{}", t.exit_code)
+            } else {
+                t.reason.clone()
+            };
         }
     }
     reason
@@ -50,8 +68,15 @@ pub fn pod_status_column(pod: &v1::Pod) -> String {
 /// Prints rows as left-aligned columns separated by three spaces, like kubectl.
 pub fn print_table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..cols).map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.len())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     for row in rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
@@ -66,7 +91,12 @@ pub fn print_table(rows: &[Vec<String>]) {
 }
 
 /// Table rows (header first) for `objects` of one kind.
-pub fn table(kind: api::Kind, objects: &[Object], wide: bool, all_namespaces: bool) -> Vec<Vec<String>> {
+pub fn table(
+    kind: api::Kind,
+    objects: &[Object],
+    wide: bool,
+    all_namespaces: bool,
+) -> Vec<Vec<String>> {
     let now = Utc::now();
     let mut rows = Vec::new();
     let with_ns = |mut r: Vec<String>, ns: &str| {
@@ -81,14 +111,23 @@ pub fn table(kind: api::Kind, objects: &[Object], wide: bool, all_namespaces: bo
             if wide {
                 h.extend(["IP", "NODE"]);
             }
-            rows.push(with_ns(h.into_iter().map(String::from).collect(), "NAMESPACE"));
+            rows.push(with_ns(
+                h.into_iter().map(String::from).collect(),
+                "NAMESPACE",
+            ));
             for o in objects {
-                let Some(v1::object::Kind::Pod(p)) = o.kind.as_ref() else { continue };
+                let Some(v1::object::Kind::Pod(p)) = o.kind.as_ref() else {
+                    continue;
+                };
                 let meta = p.metadata.clone().unwrap_or_default();
                 let status = p.status.clone().unwrap_or_default();
                 let total = p.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0);
                 let ready = status.container_statuses.iter().filter(|c| c.ready).count();
-                let restarts: i32 = status.container_statuses.iter().map(|c| c.restart_count).sum();
+                let restarts: i32 = status
+                    .container_statuses
+                    .iter()
+                    .map(|c| c.restart_count)
+                    .sum();
                 let mut r = vec![
                     meta.name.clone(),
                     format!("{ready}/{total}"),
@@ -97,9 +136,21 @@ pub fn table(kind: api::Kind, objects: &[Object], wide: bool, all_namespaces: bo
                     age(&meta.creation_timestamp, now),
                 ];
                 if wide {
-                    let node = p.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default();
-                    r.push(if status.pod_ip.is_empty() { "<none>".into() } else { status.pod_ip });
-                    r.push(if node.is_empty() { "<none>".into() } else { node });
+                    let node = p
+                        .spec
+                        .as_ref()
+                        .map(|s| s.node_name.clone())
+                        .unwrap_or_default();
+                    r.push(if status.pod_ip.is_empty() {
+                        "<none>".into()
+                    } else {
+                        status.pod_ip
+                    });
+                    r.push(if node.is_empty() {
+                        "<none>".into()
+                    } else {
+                        node
+                    });
                 }
                 rows.push(with_ns(r, &meta.namespace));
             }
@@ -111,10 +162,15 @@ pub fn table(kind: api::Kind, objects: &[Object], wide: bool, all_namespaces: bo
             }
             rows.push(h.into_iter().map(String::from).collect());
             for o in objects {
-                let Some(v1::object::Kind::Node(n)) = o.kind.as_ref() else { continue };
+                let Some(v1::object::Kind::Node(n)) = o.kind.as_ref() else {
+                    continue;
+                };
                 let meta = n.metadata.clone().unwrap_or_default();
                 let status = n.status.clone().unwrap_or_default();
-                let ready = status.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True");
+                let ready = status
+                    .conditions
+                    .iter()
+                    .any(|c| c.r#type == "Ready" && c.status == "True");
                 let mut r = vec![
                     meta.name.clone(),
                     if ready { "Ready" } else { "NotReady" }.to_string(),
@@ -123,9 +179,17 @@ pub fn table(kind: api::Kind, objects: &[Object], wide: bool, all_namespaces: bo
                     format!("v{}", env!("CARGO_PKG_VERSION")),
                 ];
                 if wide {
-                    let ip = status.addresses.iter().find(|a| a.r#type == "InternalIP").map(|a| a.address.clone());
+                    let ip = status
+                        .addresses
+                        .iter()
+                        .find(|a| a.r#type == "InternalIP")
+                        .map(|a| a.address.clone());
                     let info = status.node_info.clone().unwrap_or_default();
-                    r.extend([ip.unwrap_or_else(|| "<none>".into()), info.os_image, info.kernel_version]);
+                    r.extend([
+                        ip.unwrap_or_else(|| "<none>".into()),
+                        info.os_image,
+                        info.kernel_version,
+                    ]);
                 }
                 rows.push(r);
             }
@@ -133,10 +197,20 @@ pub fn table(kind: api::Kind, objects: &[Object], wide: bool, all_namespaces: bo
         api::Kind::Namespace => {
             rows.push(vec!["NAME".into(), "STATUS".into(), "AGE".into()]);
             for o in objects {
-                let Some(v1::object::Kind::Namespace(n)) = o.kind.as_ref() else { continue };
+                let Some(v1::object::Kind::Namespace(n)) = o.kind.as_ref() else {
+                    continue;
+                };
                 let meta = n.metadata.clone().unwrap_or_default();
-                let phase = n.status.as_ref().map(|s| s.phase.clone()).unwrap_or_default();
-                rows.push(vec![meta.name.clone(), phase, age(&meta.creation_timestamp, now)]);
+                let phase = n
+                    .status
+                    .as_ref()
+                    .map(|s| s.phase.clone())
+                    .unwrap_or_default();
+                rows.push(vec![
+                    meta.name.clone(),
+                    phase,
+                    age(&meta.creation_timestamp, now),
+                ]);
             }
         }
     }
@@ -149,7 +223,9 @@ mod tests {
 
     #[test]
     fn ages_read_like_kubectl() {
-        let now = DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z").map(|t| t.with_timezone(&Utc)).expect("time");
+        let now = DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .expect("time");
         assert_eq!(age("2026-01-01T23:59:55Z", now), "5s");
         assert_eq!(age("2026-01-01T23:50:00Z", now), "10m");
         assert_eq!(age("2026-01-01T12:00:00Z", now), "12h");

@@ -49,18 +49,27 @@ pub struct DeleteArgs {
 
 pub(super) fn parse_kind(s: &str) -> anyhow::Result<Kind> {
     Kind::parse(s).ok_or_else(|| {
-        anyhow::anyhow!("the server doesn't have a resource type {s:?} (known: pods, nodes, namespaces)")
+        anyhow::anyhow!(
+            "the server doesn't have a resource type {s:?} (known: pods, nodes, namespaces)"
+        )
     })
 }
 
 /// Runs `get`.
 pub async fn run(server: &str, a: GetArgs) -> anyhow::Result<()> {
     let kind = parse_kind(&a.kind)?;
-    let ns = if !kind.namespaced() || a.all_namespaces { String::new() } else { a.namespace.clone() };
+    let ns = if !kind.namespaced() || a.all_namespaces {
+        String::new()
+    } else {
+        a.namespace.clone()
+    };
     let client = super::connect(server).await?;
     let objects = match &a.name {
         Some(name) => vec![client.get(kind, &ns, name).await.map_err(describe)?],
-        None => client.list(kind, &ns, &a.selector).await.map_err(describe)?,
+        None => client
+            .list(kind, &ns, &a.selector)
+            .await
+            .map_err(describe)?,
     };
     match a.output {
         Some(Output::Json) => {
@@ -88,7 +97,12 @@ pub async fn run(server: &str, a: GetArgs) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            let rows = format::table(kind, &objects, wide == Some(Output::Wide), a.all_namespaces && kind.namespaced());
+            let rows = format::table(
+                kind,
+                &objects,
+                wide == Some(Output::Wide),
+                a.all_namespaces && kind.namespaced(),
+            );
             format::print_table(&rows);
         }
     }
@@ -96,14 +110,19 @@ pub async fn run(server: &str, a: GetArgs) -> anyhow::Result<()> {
 }
 
 fn list_value(objects: &[api::v1::Object]) -> anyhow::Result<serde_json::Value> {
-    let items = objects.iter().map(api::manifest::to_json_value).collect::<Result<Vec<_>, _>>()?;
+    let items = objects
+        .iter()
+        .map(api::manifest::to_json_value)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": items }))
 }
 
 /// Turns an API error into the message a user should read.
 pub(super) fn describe(e: ClientError) -> anyhow::Error {
     match e {
-        ClientError::NotFound(m) | ClientError::AlreadyExists(m) | ClientError::Invalid(m) => anyhow::anyhow!("{m}"),
+        ClientError::NotFound(m) | ClientError::AlreadyExists(m) | ClientError::Invalid(m) => {
+            anyhow::anyhow!("{m}")
+        }
         other => anyhow::anyhow!("{other}"),
     }
 }
@@ -111,7 +130,11 @@ pub(super) fn describe(e: ClientError) -> anyhow::Error {
 /// Runs `delete`.
 pub async fn delete(server: &str, a: DeleteArgs) -> anyhow::Result<()> {
     let kind = parse_kind(&a.kind)?;
-    let ns = if kind.namespaced() { a.namespace.clone() } else { String::new() };
+    let ns = if kind.namespaced() {
+        a.namespace.clone()
+    } else {
+        String::new()
+    };
     let client = super::connect(server).await?;
     let gone = client.delete(kind, &ns, &a.name).await.map_err(describe)?;
     let label = kind.as_str().to_ascii_lowercase();
@@ -124,7 +147,11 @@ pub async fn delete(server: &str, a: DeleteArgs) -> anyhow::Result<()> {
                 Err(ClientError::NotFound(_)) => break,
                 Ok(o) if o.metadata().uid != uid => break,
                 Ok(_) | Err(_) if tokio::time::Instant::now() >= deadline => {
-                    anyhow::bail!("timed out after {}s waiting for {label} {:?} to go away", a.timeout, a.name)
+                    anyhow::bail!(
+                        "timed out after {}s waiting for {label} {:?} to go away",
+                        a.timeout,
+                        a.name
+                    )
                 }
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }

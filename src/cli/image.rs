@@ -43,8 +43,11 @@ pub enum ImageCommand {
 
 fn open(data_dir: &std::path::Path) -> anyhow::Result<runtime::Runtime> {
     let exe = std::env::current_exe().context("cannot find the capstan executable")?;
-    runtime::Runtime::new(runtime::RuntimeConfig { root: data_dir.join("runtime"), shim_exe: exe })
-        .with_context(|| format!("cannot open the image store in {}", data_dir.display()))
+    runtime::Runtime::new(runtime::RuntimeConfig {
+        root: data_dir.join("runtime"),
+        shim_exe: exe,
+    })
+    .with_context(|| format!("cannot open the image store in {}", data_dir.display()))
 }
 
 /// Runs an image subcommand.
@@ -54,7 +57,11 @@ pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
 
 fn run_blocking(cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
-        ImageCommand::Import { file, name, data_dir } => {
+        ImageCommand::Import {
+            file,
+            name,
+            data_dir,
+        } => {
             let rt = open(&data_dir)?;
             let names = rt
                 .images()
@@ -64,16 +71,26 @@ fn run_blocking(cmd: ImageCommand) -> anyhow::Result<()> {
                 println!("imported {n}");
             }
         }
-        ImageCommand::BuildBusybox { output, busybox, name } => {
-            runtime::busybox::build_image_archive(&busybox, &output, &name)
-                .with_context(|| format!("cannot build a busybox image from {}", busybox.display()))?;
+        ImageCommand::BuildBusybox {
+            output,
+            busybox,
+            name,
+        } => {
+            runtime::busybox::build_image_archive(&busybox, &output, &name).with_context(|| {
+                format!("cannot build a busybox image from {}", busybox.display())
+            })?;
             println!("wrote {} ({name})", output.display());
         }
         ImageCommand::Ls { data_dir } => {
             let rt = open(&data_dir)?;
-            println!("{:<40} {:<20} {}", "IMAGE", "DIGEST", "SIZE");
+            println!("{:<40} {:<20} SIZE", "IMAGE", "DIGEST");
             for i in rt.images().list()? {
-                let short = i.digest.trim_start_matches("sha256:").chars().take(12).collect::<String>();
+                let short = i
+                    .digest
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect::<String>();
                 println!("{:<40} {:<20} {}", i.name, short, i.size);
             }
         }

@@ -37,9 +37,17 @@ pub async fn run(server: &str, a: LogsArgs) -> anyhow::Result<()> {
         follow: a.follow,
         previous: a.previous,
     };
-    let mut stream = client.logs(req).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner();
+    let mut stream = client
+        .logs(req)
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
     let mut out = std::io::stdout().lock();
-    while let Some(chunk) = stream.message().await.map_err(|s| anyhow::anyhow!("{}", s.message()))? {
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+    {
         out.write_all(&chunk.data)?;
         out.flush()?;
     }

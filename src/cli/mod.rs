@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:6443";
 
 #[derive(Parser, Debug)]
-#[command(name = "capstan", version, about = "Capstan: a container orchestrator for your own machines")]
+#[command(
+    name = "capstan",
+    version,
+    about = "Capstan: a container orchestrator for your own machines"
+)]
 struct Cli {
     /// API server endpoint.
     #[arg(long, global = true, env = "CAPSTAN_SERVER", default_value = DEFAULT_SERVER)]
@@ -47,7 +51,10 @@ enum Command {
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -38,10 +38,20 @@ fn default_node_name() -> String {
         .trim()
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let name = name.trim_matches(|c| c == '-' || c == '.').to_string();
-    if name.is_empty() { "node-1".into() } else { name }
+    if name.is_empty() {
+        "node-1".into()
+    } else {
+        name
+    }
 }
 
 /// Runs the server in the foreground until SIGINT or SIGTERM.
@@ -49,7 +59,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&a.log))
         .context("--log")?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("--data-dir {}: cannot create it", a.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&a.data_dir)
@@ -59,15 +72,17 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         listen: a.listen,
         node_name: a.node_name.unwrap_or_else(default_node_name),
         host_ip: a.host_ip,
-        shim_exe: std::env::current_exe().context("cannot find the capstan executable for the shim")?,
+        shim_exe: std::env::current_exe()
+            .context("cannot find the capstan executable for the shim")?,
         netns_dir: a.netns_dir,
         enable_debug_service: a.enable_debug_service,
     };
     let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},

@@ -22,7 +22,9 @@ pub struct AgentContext {
 
 impl std::fmt::Debug for AgentContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentContext").field("node_name", &self.node_name).finish_non_exhaustive()
+        f.debug_struct("AgentContext")
+            .field("node_name", &self.node_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -32,7 +34,9 @@ where
     T: Send + 'static,
     F: FnOnce() -> crate::error::Result<T> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.map_err(|e| crate::error::Error::Task(e.to_string()))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::error::Error::Task(e.to_string()))?
 }
 
 /// Name of a pod's network namespace.

@@ -16,8 +16,8 @@ use api::v1::{self, Object};
 use api::Kind;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-pub use context::AgentContext;
 use context::blocking;
+pub use context::AgentContext;
 use pod_worker::{PodWorker, PodWorkerArgs, PodWorkerMsg};
 
 use crate::error::{Error, Result};
@@ -67,7 +67,9 @@ pub struct NodeAgentState {
 
 impl std::fmt::Debug for NodeAgentState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeAgentState").field("workers", &self.workers.len()).finish_non_exhaustive()
+        f.debug_struct("NodeAgentState")
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,7 +118,10 @@ impl Actor for NodeAgent {
         state.tasks.iter().for_each(|t| t.abort());
         // Workers stop with the agent; their containers keep running under their shims.
         myself
-            .stop_children_and_wait(Some("node agent stopped".into()), Some(crate::supervisor::CHILD_STOP_GRACE))
+            .stop_children_and_wait(
+                Some("node agent stopped".into()),
+                Some(crate::supervisor::CHILD_STOP_GRACE),
+            )
             .await;
         Ok(())
     }
@@ -144,18 +149,25 @@ impl Actor for NodeAgent {
         state: &mut Self::State,
     ) -> std::result::Result<(), ActorProcessingErr> {
         let (cell, reason) = match evt {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_default()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_default())
+            }
             SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
             _ => return Ok(()),
         };
-        let Some(key) = state.by_actor.remove(&cell.get_id()) else { return Ok(()) };
+        let Some(key) = state.by_actor.remove(&cell.get_id()) else {
+            return Ok(());
+        };
         state.workers.remove(&key);
         if reason == pod_worker::DONE {
             state.trackers.remove(&key);
             return Ok(());
         }
         let policy = RestartPolicy::default();
-        let tracker = state.trackers.entry(key.clone()).or_insert_with(|| RestartTracker::new(policy));
+        let tracker = state
+            .trackers
+            .entry(key.clone())
+            .or_insert_with(|| RestartTracker::new(policy));
         match tracker.failed(Instant::now()) {
             RestartDecision::RestartAfter(delay) => {
                 tracing::warn!(namespace = %key.0, pod = %key.1, reason = %reason, delay_ms = delay.as_millis() as u64, "pod worker exited; restarting");
@@ -183,32 +195,54 @@ async fn register(state: &NodeAgentState) -> Result<()> {
         Some(v1::object::Kind::Node(n)) => n.status.clone(),
         _ => None,
     });
-    let status = node::node_status(&state.machine, &ctx.host_ip, &ctx.node_name, &now, previous.as_ref());
+    let status = node::node_status(
+        &state.machine,
+        &ctx.host_ip,
+        &ctx.node_name,
+        &now,
+        previous.as_ref(),
+    );
     match existing {
-        Some(Object { kind: Some(v1::object::Kind::Node(mut n)), .. }) => {
+        Some(Object {
+            kind: Some(v1::object::Kind::Node(mut n)),
+            ..
+        }) => {
             n.status = Some(status);
             if let Some(m) = n.metadata.as_mut() {
                 m.resource_version.clear();
             }
-            ctx.client.update_status(Object::from(n)).await.map_err(|e| Error::Client(e.to_string()))?;
+            ctx.client
+                .update_status(Object::from(n))
+                .await
+                .map_err(|e| Error::Client(e.to_string()))?;
         }
         _ => {
             let n = v1::Node {
                 metadata: Some(v1::ObjectMeta {
                     name: ctx.node_name.clone(),
-                    labels: std::collections::BTreeMap::from([("kubernetes.io/hostname".to_string(), ctx.node_name.clone())]),
+                    labels: std::collections::BTreeMap::from([(
+                        "kubernetes.io/hostname".to_string(),
+                        ctx.node_name.clone(),
+                    )]),
                     ..Default::default()
                 }),
                 spec: Some(v1::NodeSpec::default()),
                 status: None,
             };
-            let created = ctx.client.create(Object::from(n)).await.map_err(|e| Error::Client(e.to_string()))?;
+            let created = ctx
+                .client
+                .create(Object::from(n))
+                .await
+                .map_err(|e| Error::Client(e.to_string()))?;
             let mut n = match created.kind {
                 Some(v1::object::Kind::Node(n)) => n,
                 _ => return Ok(()),
             };
             n.status = Some(status);
-            ctx.client.update_status(Object::from(n)).await.map_err(|e| Error::Client(e.to_string()))?;
+            ctx.client
+                .update_status(Object::from(n))
+                .await
+                .map_err(|e| Error::Client(e.to_string()))?;
             tracing::info!(node = %ctx.node_name, "node registered");
         }
     }
@@ -217,14 +251,23 @@ async fn register(state: &NodeAgentState) -> Result<()> {
 
 /// Converges workers to the pods bound to this node, and collects orphaned containers.
 async fn sync(myself: &ActorRef<NodeAgentMsg>, state: &mut NodeAgentState) -> Result<()> {
-    let objects = state.ctx.client.list(Kind::Pod, "", "").await.map_err(|e| Error::Client(e.to_string()))?;
+    let objects = state
+        .ctx
+        .client
+        .list(Kind::Pod, "", "")
+        .await
+        .map_err(|e| Error::Client(e.to_string()))?;
     let mine: Vec<v1::Pod> = objects
         .into_iter()
         .filter_map(|o| match o.kind {
             Some(v1::object::Kind::Pod(p)) => Some(p),
             _ => None,
         })
-        .filter(|p| p.spec.as_ref().is_some_and(|s| s.node_name == state.ctx.node_name))
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .is_some_and(|s| s.node_name == state.ctx.node_name)
+        })
         .collect();
     let now = Instant::now();
     for pod in &mine {
@@ -251,7 +294,13 @@ async fn sync(myself: &ActorRef<NodeAgentMsg>, state: &mut NodeAgentState) -> Re
                     t.started(now);
                 }
                 state.by_actor.insert(actor.get_id(), key.clone());
-                state.workers.insert(key, Worker { actor, uid: meta.uid.clone() });
+                state.workers.insert(
+                    key,
+                    Worker {
+                        actor,
+                        uid: meta.uid.clone(),
+                    },
+                );
                 tracing::info!(namespace = %meta.namespace, pod = %meta.name, "pod worker started");
             }
             Err(e) => {
@@ -270,8 +319,10 @@ async fn sync(myself: &ActorRef<NodeAgentMsg>, state: &mut NodeAgentState) -> Re
 /// Removes containers and network namespaces of pods that no longer exist here and that no
 /// worker owns (e.g. deleted while the agent was down).
 async fn collect_orphans(state: &NodeAgentState, mine: &[v1::Pod]) -> Result<()> {
-    let mut live: HashSet<String> =
-        mine.iter().filter_map(|p| p.metadata.as_ref().map(|m| m.uid.clone())).collect();
+    let mut live: HashSet<String> = mine
+        .iter()
+        .filter_map(|p| p.metadata.as_ref().map(|m| m.uid.clone()))
+        .collect();
     live.extend(state.workers.values().map(|w| w.uid.clone()));
     let (rt, mgr) = (state.ctx.runtime.clone(), state.ctx.netns.clone());
     blocking(move || {

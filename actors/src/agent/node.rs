@@ -35,7 +35,9 @@ impl MachineInfo {
             .map(|v| v.trim_matches('"').to_string())
             .unwrap_or_default();
         MachineInfo {
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             memory_bytes: memory_kib * 1024,
             kernel_version: read("/proc/sys/kernel/osrelease").trim().to_string(),
             os_image,
@@ -45,10 +47,19 @@ impl MachineInfo {
 }
 
 /// The status this node reports at `now`.
-pub fn node_status(info: &MachineInfo, host_ip: &str, hostname: &str, now: &str, previous: Option<&v1::NodeStatus>) -> v1::NodeStatus {
+pub fn node_status(
+    info: &MachineInfo,
+    host_ip: &str,
+    hostname: &str,
+    now: &str,
+    previous: Option<&v1::NodeStatus>,
+) -> v1::NodeStatus {
     let capacity: BTreeMap<String, String> = BTreeMap::from([
         ("cpu".to_string(), info.cpus.to_string()),
-        ("memory".to_string(), format!("{}Ki", info.memory_bytes / 1024)),
+        (
+            "memory".to_string(),
+            format!("{}Ki", info.memory_bytes / 1024),
+        ),
         ("pods".to_string(), "110".to_string()),
     ]);
     let was_ready = previous
@@ -67,8 +78,14 @@ pub fn node_status(info: &MachineInfo, host_ip: &str, hostname: &str, now: &str,
             last_transition_time: was_ready.unwrap_or_else(|| now.to_string()),
         }],
         addresses: vec![
-            v1::NodeAddress { r#type: "InternalIP".into(), address: host_ip.to_string() },
-            v1::NodeAddress { r#type: "Hostname".into(), address: hostname.to_string() },
+            v1::NodeAddress {
+                r#type: "InternalIP".into(),
+                address: host_ip.to_string(),
+            },
+            v1::NodeAddress {
+                r#type: "Hostname".into(),
+                address: hostname.to_string(),
+            },
         ],
         node_info: Some(v1::NodeSystemInfo {
             machine_id: info.machine_id.clone(),
@@ -85,11 +102,30 @@ mod tests {
 
     #[test]
     fn ready_transition_time_is_kept_across_heartbeats() {
-        let info = MachineInfo { cpus: 2, memory_bytes: 2048 * 1024, ..Default::default() };
+        let info = MachineInfo {
+            cpus: 2,
+            memory_bytes: 2048 * 1024,
+            ..Default::default()
+        };
         let first = node_status(&info, "127.0.0.1", "n1", "2026-01-01T00:00:00Z", None);
-        let second = node_status(&info, "127.0.0.1", "n1", "2026-01-01T00:00:10Z", Some(&first));
+        let second = node_status(
+            &info,
+            "127.0.0.1",
+            "n1",
+            "2026-01-01T00:00:10Z",
+            Some(&first),
+        );
         let c = &second.conditions[0];
-        assert_eq!((c.last_transition_time.as_str(), c.last_heartbeat_time.as_str()), ("2026-01-01T00:00:00Z", "2026-01-01T00:00:10Z"));
-        assert_eq!(second.capacity.get("memory").map(String::as_str), Some("2048Ki"));
+        assert_eq!(
+            (
+                c.last_transition_time.as_str(),
+                c.last_heartbeat_time.as_str()
+            ),
+            ("2026-01-01T00:00:00Z", "2026-01-01T00:00:10Z")
+        );
+        assert_eq!(
+            second.capacity.get("memory").map(String::as_str),
+            Some("2048Ki")
+        );
     }
 }

@@ -43,13 +43,18 @@ pub struct StartFailure {
 
 /// The attempts of one container, newest first.
 fn attempts<'a>(records: &'a [ContainerStatus], name: &str) -> Vec<&'a ContainerStatus> {
-    let mut v: Vec<_> = records.iter().filter(|r| r.container_name == name).collect();
-    v.sort_by(|a, b| b.attempt.cmp(&a.attempt));
+    let mut v: Vec<_> = records
+        .iter()
+        .filter(|r| r.container_name == name)
+        .collect();
+    v.sort_by_key(|r| std::cmp::Reverse(r.attempt));
     v
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Whether the restart policy restarts a container that exited with `exit_code`.
@@ -61,10 +66,18 @@ fn should_restart(policy: &str, exit_code: i32) -> bool {
     }
 }
 
+/// Exit code, start and end of a finished attempt.
+type Finished = (i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// The exit code and timing of a finished attempt; `None` while it runs.
-fn finished(r: &ContainerStatus) -> Option<(i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
+fn finished(r: &ContainerStatus) -> Option<Finished> {
     match &r.state {
-        ContainerState::Exited { exit_code, started_at, finished_at, .. } => Some((
+        ContainerState::Exited {
+            exit_code,
+            started_at,
+            finished_at,
+            ..
+        } => Some((
             *exit_code,
             started_at.as_deref().and_then(parse_time),
             parse_time(finished_at),
@@ -98,12 +111,19 @@ fn restart_at(policy: &str, latest: &ContainerStatus) -> Option<DateTime<Utc>> {
 }
 
 /// Decides the container actions for a pod. `records` are the runtime's containers of this pod.
-pub fn plan(spec: &v1::PodSpec, records: &[ContainerStatus], now: DateTime<Utc>) -> Vec<ContainerAction> {
+pub fn plan(
+    spec: &v1::PodSpec,
+    records: &[ContainerStatus],
+    now: DateTime<Utc>,
+) -> Vec<ContainerAction> {
     let mut actions = Vec::new();
     for c in &spec.containers {
         let tries = attempts(records, &c.name);
         match tries.first() {
-            None => actions.push(ContainerAction::Start { name: c.name.clone(), attempt: 0 }),
+            None => actions.push(ContainerAction::Start {
+                name: c.name.clone(),
+                attempt: 0,
+            }),
             Some(latest) => {
                 if restart_at(&spec.restart_policy, latest).is_some_and(|at| at <= now) {
                     actions.push(ContainerAction::Start {
@@ -123,15 +143,18 @@ pub fn plan(spec: &v1::PodSpec, records: &[ContainerStatus], now: DateTime<Utc>)
 
 fn terminated(r: &ContainerStatus) -> Option<v1::ContainerStateTerminated> {
     match &r.state {
-        ContainerState::Exited { exit_code, reason, started_at, finished_at } => {
-            Some(v1::ContainerStateTerminated {
-                exit_code: *exit_code,
-                reason: reason.clone(),
-                started_at: started_at.clone().unwrap_or_default(),
-                finished_at: finished_at.clone(),
-                ..Default::default()
-            })
-        }
+        ContainerState::Exited {
+            exit_code,
+            reason,
+            started_at,
+            finished_at,
+        } => Some(v1::ContainerStateTerminated {
+            exit_code: *exit_code,
+            reason: reason.clone(),
+            started_at: started_at.clone().unwrap_or_default(),
+            finished_at: finished_at.clone(),
+            ..Default::default()
+        }),
         ContainerState::Unknown { reason } => Some(v1::ContainerStateTerminated {
             exit_code: 137,
             reason: "ContainerStatusUnknown".into(),
@@ -185,16 +208,22 @@ pub fn pod_status(
             Some(latest) => {
                 st.container_id = format!("capstan://{}", latest.id);
                 st.restart_count = latest.attempt as i32;
-                st.last_state = tries.get(1).and_then(|p| terminated(p)).map(|t| v1::ContainerState {
-                    terminated: Some(t),
-                    ..Default::default()
-                });
+                st.last_state =
+                    tries
+                        .get(1)
+                        .and_then(|p| terminated(p))
+                        .map(|t| v1::ContainerState {
+                            terminated: Some(t),
+                            ..Default::default()
+                        });
                 match (&latest.state, terminated(latest)) {
                     (ContainerState::Running { started_at, .. }, _) => {
                         tally.running += 1;
                         st.ready = true;
                         st.started = true;
-                        state.running = Some(v1::ContainerStateRunning { started_at: started_at.clone() });
+                        state.running = Some(v1::ContainerStateRunning {
+                            started_at: started_at.clone(),
+                        });
                     }
                     (ContainerState::Created, _) => {
                         tally.waiting += 1;
@@ -212,12 +241,21 @@ pub fn pod_status(
                             let wait = (at - now).num_seconds().max(0);
                             let failure = start_failures.get(&c.name);
                             state.waiting = Some(v1::ContainerStateWaiting {
-                                reason: failure.map(|f| f.reason.clone()).unwrap_or_else(|| "CrashLoopBackOff".into()),
+                                reason: failure
+                                    .map(|f| f.reason.clone())
+                                    .unwrap_or_else(|| "CrashLoopBackOff".into()),
                                 message: failure.map(|f| f.message.clone()).unwrap_or_else(|| {
-                                    format!("back-off {wait}s restarting failed container={} pod={}", c.name, pod_name(pod))
+                                    format!(
+                                        "back-off {wait}s restarting failed container={} pod={}",
+                                        c.name,
+                                        pod_name(pod)
+                                    )
                                 }),
                             });
-                            st.last_state = Some(v1::ContainerState { terminated: Some(term), ..Default::default() });
+                            st.last_state = Some(v1::ContainerState {
+                                terminated: Some(term),
+                                ..Default::default()
+                            });
                         } else {
                             state.terminated = Some(term);
                         }
@@ -236,7 +274,11 @@ pub fn pod_status(
         conditions: previous.conditions.clone(),
         host_ip: host_ip.to_string(),
         pod_ip: previous.pod_ip.clone(),
-        start_time: if previous.start_time.is_empty() { now_s.clone() } else { previous.start_time.clone() },
+        start_time: if previous.start_time.is_empty() {
+            now_s.clone()
+        } else {
+            previous.start_time.clone()
+        },
         container_statuses: statuses,
         ..Default::default()
     };
@@ -256,7 +298,10 @@ pub fn pod_status(
 }
 
 fn pod_name(pod: &v1::Pod) -> String {
-    pod.metadata.as_ref().map(|m| format!("{}/{}", m.namespace, m.name)).unwrap_or_default()
+    pod.metadata
+        .as_ref()
+        .map(|m| format!("{}/{}", m.namespace, m.name))
+        .unwrap_or_default()
 }
 
 /// Kubelet's phase rules. A terminal phase never changes again.
@@ -268,7 +313,11 @@ fn phase(spec: &v1::PodSpec, t: &Tally, previous: &str) -> &'static str {
         return "Failed";
     }
     if t.waiting > 0 {
-        return if t.running > 0 || t.stopped > 0 { "Running" } else { "Pending" };
+        return if t.running > 0 || t.stopped > 0 {
+            "Running"
+        } else {
+            "Pending"
+        };
     }
     if t.running > 0 {
         return "Running";
@@ -293,7 +342,11 @@ mod tests {
             restart_policy: policy.into(),
             containers: names
                 .iter()
-                .map(|n| v1::Container { name: n.to_string(), image: "busybox".into(), ..Default::default() })
+                .map(|n| v1::Container {
+                    name: n.to_string(),
+                    image: "busybox".into(),
+                    ..Default::default()
+                })
                 .collect(),
             ..Default::default()
         }
@@ -326,53 +379,124 @@ mod tests {
 
     fn pod(spec: v1::PodSpec, phase: &str) -> v1::Pod {
         v1::Pod {
-            metadata: Some(v1::ObjectMeta { name: "p".into(), namespace: "default".into(), ..Default::default() }),
+            metadata: Some(v1::ObjectMeta {
+                name: "p".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
             spec: Some(spec),
-            status: Some(v1::PodStatus { phase: phase.into(), ..Default::default() }),
+            status: Some(v1::PodStatus {
+                phase: phase.into(),
+                ..Default::default()
+            }),
         }
     }
 
     #[test]
     fn a_container_with_no_attempt_is_started_once() {
         let actions = plan(&spec("Always", &["a"]), &[], at("2026-01-01T00:00:00Z"));
-        assert_eq!(actions, vec![ContainerAction::Start { name: "a".into(), attempt: 0 }]);
-        let running = rec("a", 0, ContainerState::Running { pid: 1, started_at: "2026-01-01T00:00:00Z".into() });
-        assert!(plan(&spec("Always", &["a"]), &[running], at("2026-01-01T00:00:09Z")).is_empty());
+        assert_eq!(
+            actions,
+            vec![ContainerAction::Start {
+                name: "a".into(),
+                attempt: 0
+            }]
+        );
+        let running = rec(
+            "a",
+            0,
+            ContainerState::Running {
+                pid: 1,
+                started_at: "2026-01-01T00:00:00Z".into(),
+            },
+        );
+        assert!(plan(
+            &spec("Always", &["a"]),
+            &[running],
+            at("2026-01-01T00:00:09Z")
+        )
+        .is_empty());
     }
 
     #[test]
     fn restart_policy_decides_whether_an_exited_container_restarts() {
-        let ok = rec("a", 0, exited(0, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"));
-        let bad = rec("a", 0, exited(2, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"));
+        let ok = rec(
+            "a",
+            0,
+            exited(0, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),
+        );
+        let bad = rec(
+            "a",
+            0,
+            exited(2, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),
+        );
         let later = at("2026-01-01T01:00:00Z");
-        assert!(plan(&spec("Never", &["a"]), &[bad.clone()], later).is_empty());
-        assert!(plan(&spec("OnFailure", &["a"]), &[ok.clone()], later).is_empty());
+        assert!(plan(&spec("Never", &["a"]), std::slice::from_ref(&bad), later).is_empty());
+        assert!(plan(&spec("OnFailure", &["a"]), std::slice::from_ref(&ok), later).is_empty());
         assert_eq!(plan(&spec("OnFailure", &["a"]), &[bad], later).len(), 1);
         assert_eq!(
             plan(&spec("Always", &["a"]), &[ok], later),
-            vec![ContainerAction::Start { name: "a".into(), attempt: 1 }]
+            vec![ContainerAction::Start {
+                name: "a".into(),
+                attempt: 1
+            }]
         );
     }
 
     #[test]
     fn crash_back_off_doubles_from_ten_seconds_to_five_minutes() {
-        let secs: Vec<_> = (0..7).map(|n| crash_backoff(n, None).num_seconds()).collect();
+        let secs: Vec<_> = (0..7)
+            .map(|n| crash_backoff(n, None).num_seconds())
+            .collect();
         assert_eq!(secs, vec![10, 20, 40, 80, 160, 300, 300]);
-        assert_eq!(crash_backoff(6, Some(Duration::minutes(11))).num_seconds(), 10);
-        let crashed = rec("a", 2, exited(1, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"));
-        assert!(plan(&spec("Always", &["a"]), &[crashed.clone()], at("2026-01-01T00:00:40Z")).is_empty());
-        assert_eq!(plan(&spec("Always", &["a"]), &[crashed], at("2026-01-01T00:00:41Z")).len(), 1);
+        assert_eq!(
+            crash_backoff(6, Some(Duration::minutes(11))).num_seconds(),
+            10
+        );
+        let crashed = rec(
+            "a",
+            2,
+            exited(1, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),
+        );
+        assert!(plan(
+            &spec("Always", &["a"]),
+            std::slice::from_ref(&crashed),
+            at("2026-01-01T00:00:40Z")
+        )
+        .is_empty());
+        assert_eq!(
+            plan(
+                &spec("Always", &["a"]),
+                &[crashed],
+                at("2026-01-01T00:00:41Z")
+            )
+            .len(),
+            1
+        );
     }
 
     #[test]
     fn only_the_two_newest_attempts_are_kept() {
         let recs: Vec<_> = (0..4)
-            .map(|n| rec("a", n, exited(1, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z")))
+            .map(|n| {
+                rec(
+                    "a",
+                    n,
+                    exited(1, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),
+                )
+            })
             .collect();
         let actions = plan(&spec("Never", &["a"]), &recs, at("2026-01-01T00:00:02Z"));
         assert_eq!(
             actions,
-            vec![ContainerAction::Remove { id: "uid-a-1".into() }, ContainerAction::Remove { id: "uid-a-0".into() }]
+            vec![
+                ContainerAction::Remove {
+                    id: "uid-a-1".into()
+                },
+                ContainerAction::Remove {
+                    id: "uid-a-0".into()
+                }
+            ]
         );
     }
 
@@ -380,25 +504,91 @@ mod tests {
     fn phases_follow_kubelet_rules() {
         let now = at("2026-01-01T00:00:05Z");
         let none = HashMap::new();
-        let s = pod_status(&pod(spec("Never", &["a"]), "Pending"), &[], &none, "127.0.0.1", now);
+        let s = pod_status(
+            &pod(spec("Never", &["a"]), "Pending"),
+            &[],
+            &none,
+            "127.0.0.1",
+            now,
+        );
         assert_eq!(s.phase, "Pending");
-        let run = rec("a", 0, ContainerState::Running { pid: 9, started_at: "2026-01-01T00:00:00Z".into() });
-        let s = pod_status(&pod(spec("Never", &["a"]), "Pending"), &[run], &none, "127.0.0.1", now);
+        let run = rec(
+            "a",
+            0,
+            ContainerState::Running {
+                pid: 9,
+                started_at: "2026-01-01T00:00:00Z".into(),
+            },
+        );
+        let s = pod_status(
+            &pod(spec("Never", &["a"]), "Pending"),
+            &[run],
+            &none,
+            "127.0.0.1",
+            now,
+        );
         assert_eq!(s.phase, "Running");
-        assert!(s.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True"));
-        let done = rec("a", 0, exited(0, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"));
-        let s = pod_status(&pod(spec("Never", &["a"]), "Running"), &[done.clone()], &none, "", now);
+        assert!(s
+            .conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True"));
+        let done = rec(
+            "a",
+            0,
+            exited(0, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),
+        );
+        let s = pod_status(
+            &pod(spec("Never", &["a"]), "Running"),
+            std::slice::from_ref(&done),
+            &none,
+            "",
+            now,
+        );
         assert_eq!(s.phase, "Succeeded");
-        let term = s.container_statuses[0].state.as_ref().and_then(|s| s.terminated.clone());
-        assert_eq!(term.map(|t| (t.exit_code, t.reason)), Some((0, "Completed".to_string())));
-        let failed = rec("a", 0, exited(3, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"));
-        let s = pod_status(&pod(spec("Never", &["a"]), "Running"), &[failed.clone()], &none, "", now);
+        let term = s.container_statuses[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.clone());
+        assert_eq!(
+            term.map(|t| (t.exit_code, t.reason)),
+            Some((0, "Completed".to_string()))
+        );
+        let failed = rec(
+            "a",
+            0,
+            exited(3, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),
+        );
+        let s = pod_status(
+            &pod(spec("Never", &["a"]), "Running"),
+            std::slice::from_ref(&failed),
+            &none,
+            "",
+            now,
+        );
         assert_eq!(s.phase, "Failed");
-        let s = pod_status(&pod(spec("Always", &["a"]), "Running"), &[failed], &none, "", now);
+        let s = pod_status(
+            &pod(spec("Always", &["a"]), "Running"),
+            &[failed],
+            &none,
+            "",
+            now,
+        );
         assert_eq!(s.phase, "Running");
-        let waiting = s.container_statuses[0].state.as_ref().and_then(|s| s.waiting.clone());
-        assert_eq!(waiting.map(|w| w.reason), Some("CrashLoopBackOff".to_string()));
-        let s = pod_status(&pod(spec("Always", &["a"]), "Succeeded"), &[], &none, "", now);
+        let waiting = s.container_statuses[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.clone());
+        assert_eq!(
+            waiting.map(|w| w.reason),
+            Some("CrashLoopBackOff".to_string())
+        );
+        let s = pod_status(
+            &pod(spec("Always", &["a"]), "Succeeded"),
+            &[],
+            &none,
+            "",
+            now,
+        );
         assert_eq!(s.phase, "Succeeded", "a terminal phase is final");
     }
 
@@ -406,11 +596,26 @@ mod tests {
     fn a_start_failure_shows_as_the_waiting_reason() {
         let failures = HashMap::from([(
             "a".to_string(),
-            StartFailure { reason: "ErrImageNeverPull".into(), message: "no image".into() },
+            StartFailure {
+                reason: "ErrImageNeverPull".into(),
+                message: "no image".into(),
+            },
         )]);
-        let s = pod_status(&pod(spec("Always", &["a"]), "Pending"), &[], &failures, "", at("2026-01-01T00:00:00Z"));
-        let waiting = s.container_statuses[0].state.as_ref().and_then(|s| s.waiting.clone());
-        assert_eq!(waiting.map(|w| w.reason), Some("ErrImageNeverPull".to_string()));
+        let s = pod_status(
+            &pod(spec("Always", &["a"]), "Pending"),
+            &[],
+            &failures,
+            "",
+            at("2026-01-01T00:00:00Z"),
+        );
+        let waiting = s.container_statuses[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.clone());
+        assert_eq!(
+            waiting.map(|w| w.reason),
+            Some("ErrImageNeverPull".to_string())
+        );
         assert_eq!(s.phase, "Pending");
     }
 }

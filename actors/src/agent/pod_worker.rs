@@ -70,7 +70,10 @@ impl Actor for PodWorker {
     ) -> std::result::Result<Self::State, ActorProcessingErr> {
         myself.send_message(PodWorkerMsg::Sync)?;
         myself.send_interval(RESYNC, || PodWorkerMsg::Sync);
-        Ok(PodWorkerState { args, start_failures: HashMap::new() })
+        Ok(PodWorkerState {
+            args,
+            start_failures: HashMap::new(),
+        })
     }
 
     async fn handle(
@@ -136,7 +139,9 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
     for action in plan::plan(&spec, &records, chrono::Utc::now()) {
         match action {
             ContainerAction::Start { name, attempt } => {
-                let Some(c) = spec.containers.iter().find(|c| c.name == name) else { continue };
+                let Some(c) = spec.containers.iter().find(|c| c.name == name) else {
+                    continue;
+                };
                 let cspec = container_spec(&a, &pod, c, attempt, netns.clone());
                 let rt = a.ctx.runtime.clone();
                 match blocking(move || Ok(rt.start_container(&cspec)?)).await {
@@ -157,8 +162,13 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
         }
     }
     let records = pod_records(&a).await?;
-    let status =
-        plan::pod_status(&pod, &records, &state.start_failures, &a.ctx.host_ip, chrono::Utc::now());
+    let status = plan::pod_status(
+        &pod,
+        &records,
+        &state.start_failures,
+        &a.ctx.host_ip,
+        chrono::Utc::now(),
+    );
     if pod.status.as_ref() != Some(&status) {
         let mut next = pod.clone();
         if let Some(m) = next.metadata.as_mut() {
@@ -167,7 +177,9 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
         let phase = status.phase.clone();
         next.status = Some(status);
         match a.ctx.client.update_status(Object::from(next)).await {
-            Ok(_) => tracing::debug!(namespace = %a.namespace, pod = %a.name, phase = %phase, "pod status reported"),
+            Ok(_) => {
+                tracing::debug!(namespace = %a.namespace, pod = %a.name, phase = %phase, "pod status reported")
+            }
             Err(e) => return Err(Error::Client(e.to_string())),
         }
     }
@@ -177,7 +189,11 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
 fn start_failure(c: &v1::Container, e: &Error) -> StartFailure {
     let msg = e.to_string();
     if matches!(e, Error::Runtime(runtime::Error::ImageNotFound { .. })) {
-        let reason = if c.image_pull_policy == "Never" { "ErrImageNeverPull" } else { "ErrImagePull" };
+        let reason = if c.image_pull_policy == "Never" {
+            "ErrImageNeverPull"
+        } else {
+            "ErrImagePull"
+        };
         return StartFailure {
             reason: reason.into(),
             message: format!(
@@ -185,21 +201,34 @@ fn start_failure(c: &v1::Container, e: &Error) -> StartFailure {
             ),
         };
     }
-    StartFailure { reason: "RunContainerError".into(), message: msg }
+    StartFailure {
+        reason: "RunContainerError".into(),
+        message: msg,
+    }
 }
 
 /// The runtime's containers of this pod.
 async fn pod_records(a: &PodWorkerArgs) -> Result<Vec<runtime::ContainerStatus>> {
     let (rt, uid) = (a.ctx.runtime.clone(), a.uid.clone());
-    blocking(move || Ok(rt.list_containers()?.into_iter().filter(|c| c.pod_uid == uid).collect()))
-        .await
+    blocking(move || {
+        Ok(rt
+            .list_containers()?
+            .into_iter()
+            .filter(|c| c.pod_uid == uid)
+            .collect())
+    })
+    .await
 }
 
 /// Stops and removes every container of the pod and its network namespace. Idempotent.
 async fn teardown(a: &PodWorkerArgs, grace: Duration) -> Result<()> {
     let (rt, mgr, uid) = (a.ctx.runtime.clone(), a.ctx.netns.clone(), a.uid.clone());
     blocking(move || {
-        for c in rt.list_containers()?.into_iter().filter(|c| c.pod_uid == uid) {
+        for c in rt
+            .list_containers()?
+            .into_iter()
+            .filter(|c| c.pod_uid == uid)
+        {
             rt.stop_container(&c.id, grace)?;
             rt.remove_container(&c.id)?;
         }
@@ -230,9 +259,17 @@ fn container_spec(
         image: c.image.clone(),
         command: c.command.clone(),
         args: c.args.clone(),
-        env: c.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect(),
+        env: c
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect(),
         working_dir: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
-        hostname: if spec.hostname.is_empty() { a.name.clone() } else { spec.hostname.clone() },
+        hostname: if spec.hostname.is_empty() {
+            a.name.clone()
+        } else {
+            spec.hostname.clone()
+        },
         netns_path: Some(netns),
     }
 }

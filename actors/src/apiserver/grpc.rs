@@ -38,21 +38,36 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchEvent, Status>> + S
 
 #[tonic::async_trait]
 impl Api for ApiService {
-    async fn create(&self, req: Request<v1::CreateRequest>) -> Result<Response<v1::Object>, Status> {
+    async fn create(
+        &self,
+        req: Request<v1::CreateRequest>,
+    ) -> Result<Response<v1::Object>, Status> {
         let obj = object(req.into_inner().object)?;
         Ok(Response::new(self.registry.create(obj).await?))
     }
 
     async fn get(&self, req: Request<v1::GetRequest>) -> Result<Response<v1::Object>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.registry.get(kind(&r.kind)?, &r.namespace, &r.name).await?))
+        Ok(Response::new(
+            self.registry
+                .get(kind(&r.kind)?, &r.namespace, &r.name)
+                .await?,
+        ))
     }
 
-    async fn list(&self, req: Request<v1::ListRequest>) -> Result<Response<v1::ListResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListResponse>, Status> {
         let r = req.into_inner();
-        let (items, rev) =
-            self.registry.list(kind(&r.kind)?, &r.namespace, &r.label_selector).await?;
-        Ok(Response::new(v1::ListResponse { items, resource_version: rev.to_string() }))
+        let (items, rev) = self
+            .registry
+            .list(kind(&r.kind)?, &r.namespace, &r.label_selector)
+            .await?;
+        Ok(Response::new(v1::ListResponse {
+            items,
+            resource_version: rev.to_string(),
+        }))
     }
 
     type WatchStream = WatchStream;
@@ -61,7 +76,12 @@ impl Api for ApiService {
         let r = req.into_inner();
         let stream = self
             .registry
-            .watch(kind(&r.kind)?, &r.namespace, &r.label_selector, &r.resource_version)
+            .watch(
+                kind(&r.kind)?,
+                &r.namespace,
+                &r.label_selector,
+                &r.resource_version,
+            )
             .await?;
         let out = stream.map(|ev| match ev {
             Ok(ev) => Ok(v1::WatchEvent {
@@ -73,7 +93,10 @@ impl Api for ApiService {
         Ok(Response::new(Box::pin(out)))
     }
 
-    async fn update(&self, req: Request<v1::UpdateRequest>) -> Result<Response<v1::Object>, Status> {
+    async fn update(
+        &self,
+        req: Request<v1::UpdateRequest>,
+    ) -> Result<Response<v1::Object>, Status> {
         let obj = object(req.into_inner().object)?;
         Ok(Response::new(self.registry.update(obj).await?))
     }
@@ -96,11 +119,22 @@ impl Api for ApiService {
             }
             .into());
         }
-        Ok(Response::new(self.registry.bind(&r.namespace, &r.name, &r.node_name).await?))
+        Ok(Response::new(
+            self.registry
+                .bind(&r.namespace, &r.name, &r.node_name)
+                .await?,
+        ))
     }
 
-    async fn delete(&self, req: Request<v1::DeleteRequest>) -> Result<Response<v1::Object>, Status> {
+    async fn delete(
+        &self,
+        req: Request<v1::DeleteRequest>,
+    ) -> Result<Response<v1::Object>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.registry.delete(kind(&r.kind)?, &r.namespace, &r.name).await?))
+        Ok(Response::new(
+            self.registry
+                .delete(kind(&r.kind)?, &r.namespace, &r.name)
+                .await?,
+        ))
     }
 }

@@ -39,11 +39,17 @@ mod tests {
 
     #[test]
     fn namespaced_and_cluster_scoped_keys_differ_in_shape() {
-        assert_eq!(object_key(Kind::Pod, "default", "hello"), "/registry/pods/default/hello");
+        assert_eq!(
+            object_key(Kind::Pod, "default", "hello"),
+            "/registry/pods/default/hello"
+        );
         assert_eq!(object_key(Kind::Node, "", "n1"), "/registry/nodes/n1");
         assert_eq!(list_prefix(Kind::Pod, ""), "/registry/pods/");
         assert_eq!(list_prefix(Kind::Pod, "kube"), "/registry/pods/kube/");
-        assert_eq!(list_prefix(Kind::Namespace, "ignored"), "/registry/namespaces/");
+        assert_eq!(
+            list_prefix(Kind::Namespace, "ignored"),
+            "/registry/namespaces/"
+        );
     }
 
     #[test]

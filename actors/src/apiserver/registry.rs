@@ -67,7 +67,10 @@ pub fn now_rfc3339() -> String {
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Store) -> Self {
-        Registry { store, clock: Arc::new(now_rfc3339) }
+        Registry {
+            store,
+            clock: Arc::new(now_rfc3339),
+        }
     }
 
     /// The store underneath (for the process's shutdown).
@@ -78,7 +81,10 @@ impl Registry {
     /// Creates the namespace `name` unless it exists (used at start-up for `default`).
     pub async fn ensure_namespace(&self, name: &str) -> Result<()> {
         let ns = v1::Namespace {
-            metadata: Some(v1::ObjectMeta { name: name.to_string(), ..Default::default() }),
+            metadata: Some(v1::ObjectMeta {
+                name: name.to_string(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         match self.create(Object::from(ns)).await {
@@ -118,7 +124,10 @@ impl Registry {
                 target: CompareTarget::CreateRevision(0),
                 op: CompareOp::Equal,
             }],
-            success: vec![TxnOp::Put { key: key.clone().into_bytes(), value: obj.to_bytes() }],
+            success: vec![TxnOp::Put {
+                key: key.clone().into_bytes(),
+                value: obj.to_bytes(),
+            }],
             failure: vec![],
         };
         let res = self.store.txn(txn).await?;
@@ -181,14 +190,20 @@ impl Registry {
         let stream = match self.store.watch(prefix.into_bytes(), start).await {
             Ok(s) => s,
             Err(raftstore::Error::Compacted { compact_revision }) => {
-                return Err(Error::Expired { requested: start - 1, compacted: compact_revision })
+                return Err(Error::Expired {
+                    requested: start - 1,
+                    compacted: compact_revision,
+                })
             }
             Err(e) => return Err(e.into()),
         };
         Ok(stream.filter_map(move |ev| {
             let out = match ev {
                 Err(raftstore::Error::Compacted { compact_revision }) => {
-                    Some(Err(Error::Expired { requested: start - 1, compacted: compact_revision }))
+                    Some(Err(Error::Expired {
+                        requested: start - 1,
+                        compacted: compact_revision,
+                    }))
                 }
                 Err(e) => Some(Err(Error::Store(e))),
                 Ok(ev) => match to_object_event(&ev) {
@@ -280,7 +295,9 @@ impl Registry {
             }
         }
         let graceful = kind == Kind::Pod
-            && !pod_spec(&obj).map(|s| s.node_name.is_empty()).unwrap_or(true)
+            && !pod_spec(&obj)
+                .map(|s| s.node_name.is_empty())
+                .unwrap_or(true)
             && obj.metadata().deletion_timestamp.is_empty();
         if graceful {
             obj.metadata_mut().deletion_timestamp = (self.clock)();
@@ -304,13 +321,13 @@ impl Registry {
 
     async fn require_active_namespace(&self, namespace: &str) -> Result<()> {
         match self.get(Kind::Namespace, "", namespace).await {
-            Ok(ns) if !ns.metadata().deletion_timestamp.is_empty() => Err(Error::FailedPrecondition(
-                format!("namespace {namespace:?} is terminating"),
-            )),
+            Ok(ns) if !ns.metadata().deletion_timestamp.is_empty() => Err(
+                Error::FailedPrecondition(format!("namespace {namespace:?} is terminating")),
+            ),
             Ok(_) => Ok(()),
-            Err(Error::NotFound { .. }) => {
-                Err(Error::FailedPrecondition(format!("namespace {namespace:?} not found")))
-            }
+            Err(Error::NotFound { .. }) => Err(Error::FailedPrecondition(format!(
+                "namespace {namespace:?} not found"
+            ))),
             Err(e) => Err(e),
         }
     }
@@ -327,7 +344,10 @@ impl Registry {
     async fn swap(&self, kind: Kind, kv: &KeyValue, mut next: Object) -> Result<Object> {
         let txn = Txn {
             compares: vec![mod_rev_equals(&kv.key, kv.mod_revision)],
-            success: vec![TxnOp::Put { key: kv.key.clone(), value: next.to_bytes() }],
+            success: vec![TxnOp::Put {
+                key: kv.key.clone(),
+                value: next.to_bytes(),
+            }],
             failure: vec![],
         };
         let res = self.store.txn(txn).await?;
@@ -358,8 +378,16 @@ fn validate(kind: Kind, obj: &Object) -> Result<()> {
     if errors.is_empty() {
         return Ok(());
     }
-    let details = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-    Err(Error::Invalid { kind: kind.as_str().into(), name: obj.metadata().name.clone(), details })
+    let details = errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Error::Invalid {
+        kind: kind.as_str().into(),
+        name: obj.metadata().name.clone(),
+        details,
+    })
 }
 
 fn parse_selector(s: &str) -> Result<api::selector::Selector> {
@@ -391,7 +419,11 @@ fn check_rv(obj: &Object, kv: &KeyValue) -> Result<()> {
 }
 
 fn mod_rev_equals(key: &[u8], rev: i64) -> Compare {
-    Compare { key: key.to_vec(), target: CompareTarget::ModRevision(rev), op: CompareOp::Equal }
+    Compare {
+        key: key.to_vec(),
+        target: CompareTarget::ModRevision(rev),
+        op: CompareOp::Equal,
+    }
 }
 
 fn conflict_on(key: &[u8], read_rev: i64) -> Error {
@@ -403,7 +435,10 @@ fn conflict_on(key: &[u8], read_rev: i64) -> Error {
 }
 
 fn not_found(kind: Kind, namespace: &str, name: &str) -> Error {
-    Error::NotFound { kind: kind.as_str().into(), key: keys::display_key(kind, namespace, name) }
+    Error::NotFound {
+        kind: kind.as_str().into(),
+        key: keys::display_key(kind, namespace, name),
+    }
 }
 
 /// Decodes a stored object and stamps its resourceVersion from the store.
@@ -419,8 +454,15 @@ fn decode(kv: &KeyValue) -> Result<Object> {
 fn to_object_event(ev: &raftstore::WatchEvent) -> Result<ObjectEvent> {
     match ev.kind {
         EventKind::Put => {
-            let event_type = if ev.kv.version == 1 { EventType::Added } else { EventType::Modified };
-            Ok(ObjectEvent { event_type, object: decode(&ev.kv)? })
+            let event_type = if ev.kv.version == 1 {
+                EventType::Added
+            } else {
+                EventType::Modified
+            };
+            Ok(ObjectEvent {
+                event_type,
+                object: decode(&ev.kv)?,
+            })
         }
         EventKind::Delete => {
             let prev = ev.prev_kv.as_ref().ok_or_else(|| Error::Corrupt {
@@ -429,7 +471,10 @@ fn to_object_event(ev: &raftstore::WatchEvent) -> Result<ObjectEvent> {
             })?;
             let mut object = decode(prev)?;
             object.metadata_mut().resource_version = ev.kv.mod_revision.to_string();
-            Ok(ObjectEvent { event_type: EventType::Deleted, object })
+            Ok(ObjectEvent {
+                event_type: EventType::Deleted,
+                object,
+            })
         }
     }
 }
@@ -468,10 +513,15 @@ fn reset_status_for_create(obj: &mut Object) {
     use v1::object::Kind as K;
     match obj.kind.as_mut() {
         Some(K::Pod(p)) => {
-            p.status = Some(v1::PodStatus { phase: "Pending".into(), ..Default::default() });
+            p.status = Some(v1::PodStatus {
+                phase: "Pending".into(),
+                ..Default::default()
+            });
         }
         Some(K::Namespace(n)) => {
-            n.status = Some(v1::NamespaceStatus { phase: "Active".into() });
+            n.status = Some(v1::NamespaceStatus {
+                phase: "Active".into(),
+            });
         }
         Some(K::Node(_)) | None => {}
     }
@@ -497,7 +547,11 @@ pub fn set_pod_condition(status: &mut v1::PodStatus, type_: &str, value: &str, n
 fn generated_name(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let id = uuid::Uuid::new_v4();
-    let suffix: String =
-        id.as_bytes().iter().take(5).map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    let suffix: String = id
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
     format!("{prefix}{suffix}")
 }

@@ -18,7 +18,9 @@ pub struct Unschedulable {
 pub fn node_ready(node: &v1::Node) -> bool {
     let unschedulable = node.spec.as_ref().is_some_and(|s| s.unschedulable);
     let ready = node.status.as_ref().is_some_and(|s| {
-        s.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True")
+        s.conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
     });
     ready && !unschedulable
 }
@@ -42,7 +44,11 @@ pub fn pick_node(
     let (mut not_ready, mut mismatch) = (0, 0);
     let mut fit: Vec<(&str, usize)> = Vec::new();
     for node in nodes {
-        let name = node.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or_default();
+        let name = node
+            .metadata
+            .as_ref()
+            .map(|m| m.name.as_str())
+            .unwrap_or_default();
         if !node_ready(node) {
             not_ready += 1;
         } else if !selector_matches(pod, node) {
@@ -57,16 +63,26 @@ pub fn pick_node(
             reasons.push(format!("{not_ready} node(s) were not ready"));
         }
         if mismatch > 0 {
-            reasons.push(format!("{mismatch} node(s) didn't match Pod's node affinity/selector"));
+            reasons.push(format!(
+                "{mismatch} node(s) didn't match Pod's node affinity/selector"
+            ));
         }
         let message = if reasons.is_empty() {
             "0/0 nodes are available: no nodes registered.".to_string()
         } else {
-            format!("0/{} nodes are available: {}.", nodes.len(), reasons.join(", "))
+            format!(
+                "0/{} nodes are available: {}.",
+                nodes.len(),
+                reasons.join(", ")
+            )
         };
         return Err(Unschedulable { message });
     };
-    let mut best: Vec<&str> = fit.iter().filter(|(_, n)| *n == least).map(|(name, _)| *name).collect();
+    let mut best: Vec<&str> = fit
+        .iter()
+        .filter(|(_, n)| *n == least)
+        .map(|(name, _)| *name)
+        .collect();
     best.sort_unstable();
     Ok(best[round_robin % best.len()].to_string())
 }
@@ -79,7 +95,10 @@ mod tests {
         v1::Node {
             metadata: Some(v1::ObjectMeta {
                 name: name.into(),
-                labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 ..Default::default()
             }),
             status: Some(v1::NodeStatus {
@@ -97,7 +116,10 @@ mod tests {
     fn pod(selector: &[(&str, &str)]) -> v1::Pod {
         v1::Pod {
             spec: Some(v1::PodSpec {
-                node_selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                node_selector: selector
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -106,15 +128,27 @@ mod tests {
 
     #[test]
     fn only_ready_nodes_matching_the_selector_are_picked() {
-        let nodes = vec![node("a", false, &[]), node("b", true, &[("disk", "ssd")]), node("c", true, &[])];
+        let nodes = vec![
+            node("a", false, &[]),
+            node("b", true, &[("disk", "ssd")]),
+            node("c", true, &[]),
+        ];
         let got = pick_node(&pod(&[("disk", "ssd")]), &nodes, &HashMap::new(), 7);
         assert_eq!(got, Ok("b".to_string()));
     }
 
     #[test]
     fn the_least_loaded_node_wins_and_ties_rotate() {
-        let nodes = vec![node("a", true, &[]), node("b", true, &[]), node("c", true, &[])];
-        let load = HashMap::from([("a".to_string(), 3), ("b".to_string(), 1), ("c".to_string(), 1)]);
+        let nodes = vec![
+            node("a", true, &[]),
+            node("b", true, &[]),
+            node("c", true, &[]),
+        ];
+        let load = HashMap::from([
+            ("a".to_string(), 3),
+            ("b".to_string(), 1),
+            ("c".to_string(), 1),
+        ]);
         assert_eq!(pick_node(&pod(&[]), &nodes, &load, 0), Ok("b".into()));
         assert_eq!(pick_node(&pod(&[]), &nodes, &load, 1), Ok("c".into()));
     }

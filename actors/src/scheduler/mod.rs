@@ -64,7 +64,11 @@ impl Actor for Scheduler {
             ));
         }
         tasks.push(myself.send_interval(RESYNC, || SchedulerMsg::Sync));
-        Ok(SchedulerState { registry, round_robin: 0, tasks })
+        Ok(SchedulerState {
+            registry,
+            round_robin: 0,
+            tasks,
+        })
     }
 
     async fn post_stop(
@@ -100,7 +104,11 @@ async fn schedule_pass(state: &mut SchedulerState) -> Result<()> {
     let pods: Vec<v1::Pod> = pods.into_iter().filter_map(into_pod).collect();
     let mut load: HashMap<String, usize> = HashMap::new();
     for p in &pods {
-        let node = p.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or_default();
+        let node = p
+            .spec
+            .as_ref()
+            .map(|s| s.node_name.as_str())
+            .unwrap_or_default();
         if !node.is_empty() && !finished(p) {
             *load.entry(node.to_string()).or_default() += 1;
         }
@@ -110,12 +118,18 @@ async fn schedule_pass(state: &mut SchedulerState) -> Result<()> {
         match decide::pick_node(pod, &nodes, &load, state.round_robin) {
             Ok(node) => {
                 state.round_robin = state.round_robin.wrapping_add(1);
-                match state.registry.bind(&meta.namespace, &meta.name, &node).await {
+                match state
+                    .registry
+                    .bind(&meta.namespace, &meta.name, &node)
+                    .await
+                {
                     Ok(_) => {
                         *load.entry(node.clone()).or_default() += 1;
                         tracing::info!(namespace = %meta.namespace, pod = %meta.name, node = %node, "pod bound");
                     }
-                    Err(e) => tracing::info!(namespace = %meta.namespace, pod = %meta.name, error = %e, "bind failed; will retry"),
+                    Err(e) => {
+                        tracing::info!(namespace = %meta.namespace, pod = %meta.name, error = %e, "bind failed; will retry")
+                    }
                 }
             }
             Err(u) => mark_unschedulable(&state.registry, pod, &u.message).await,
@@ -128,7 +142,11 @@ async fn mark_unschedulable(registry: &Registry, pod: &v1::Pod, message: &str) {
     let mut status = pod.status.clone().unwrap_or_default();
     let before = status.conditions.clone();
     set_pod_condition(&mut status, "PodScheduled", "False", &now_rfc3339());
-    if let Some(c) = status.conditions.iter_mut().find(|c| c.r#type == "PodScheduled") {
+    if let Some(c) = status
+        .conditions
+        .iter_mut()
+        .find(|c| c.r#type == "PodScheduled")
+    {
         c.reason = "Unschedulable".into();
         c.message = message.to_string();
     }
@@ -158,10 +176,16 @@ fn into_node(o: Object) -> Option<v1::Node> {
 
 fn pending_unbound(p: &v1::Pod) -> bool {
     let unbound = p.spec.as_ref().is_some_and(|s| s.node_name.is_empty());
-    let deleting = p.metadata.as_ref().is_some_and(|m| !m.deletion_timestamp.is_empty());
+    let deleting = p
+        .metadata
+        .as_ref()
+        .is_some_and(|m| !m.deletion_timestamp.is_empty());
     unbound && !deleting
 }
 
 fn finished(p: &v1::Pod) -> bool {
-    matches!(p.status.as_ref().map(|s| s.phase.as_str()), Some("Succeeded" | "Failed"))
+    matches!(
+        p.status.as_ref().map(|s| s.phase.as_str()),
+        Some("Succeeded" | "Failed")
+    )
 }

@@ -25,6 +25,18 @@ pub type StartFn = Arc<
         + Sync,
 >;
 
+/// The actor and the reason when `evt` says a child ended (stopped, killed or failed);
+/// `None` for other events.
+pub fn child_exit(evt: SupervisionEvent) -> Option<(ActorCell, String)> {
+    match evt {
+        SupervisionEvent::ActorTerminated(cell, _, reason) => {
+            Some((cell, reason.unwrap_or_else(|| "stopped".into())))
+        }
+        SupervisionEvent::ActorFailed(cell, err) => Some((cell, format!("failed: {err}"))),
+        _ => None,
+    }
+}
+
 /// One supervised child: a stable id (also its registered actor name) and how to start it.
 #[derive(Clone)]
 pub struct ChildSpec {
@@ -199,12 +211,8 @@ impl Actor for Supervisor {
         evt: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match evt {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            _ => return Ok(()),
+        let Some((cell, why)) = child_exit(evt) else {
+            return Ok(());
         };
         if let Some(id) = state.running.remove(&cell.get_id()) {
             tracing::warn!(child = %id, actor_id = %cell.get_id(), reason = %why, "child exited");

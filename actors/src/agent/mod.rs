@@ -148,12 +148,8 @@ impl Actor for NodeAgent {
         evt: SupervisionEvent,
         state: &mut Self::State,
     ) -> std::result::Result<(), ActorProcessingErr> {
-        let (cell, reason) = match evt {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_default())
-            }
-            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            _ => return Ok(()),
+        let Some((cell, reason)) = crate::supervisor::child_exit(evt) else {
+            return Ok(());
         };
         let Some(key) = state.by_actor.remove(&cell.get_id()) else {
             return Ok(());

@@ -8,34 +8,13 @@
 use std::sync::Arc;
 
 use api::v1::{self, Object};
+pub use api::watch::EventType;
 use api::Kind;
 use futures::{Stream, StreamExt};
 use raftstore::{Compare, CompareOp, CompareTarget, EventKind, KeyValue, Store, Txn, TxnOp};
 
 use super::keys;
 use crate::error::{Error, Result};
-
-/// A change to an object, as a watch reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    /// The object was created.
-    Added,
-    /// The object was changed.
-    Modified,
-    /// The object was removed; the event carries its last state.
-    Deleted,
-}
-
-impl EventType {
-    /// Kubernetes' name of the event type.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-        }
-    }
-}
 
 /// One watch event: what happened, and the object after it (before it, for deletions).
 #[derive(Debug, Clone)]

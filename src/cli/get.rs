@@ -27,6 +27,9 @@ pub struct GetArgs {
     /// Label selector, e.g. `app=web,tier!=db`.
     #[arg(short = 'l', long, default_value = "")]
     selector: String,
+    /// After printing, keep watching and print every change.
+    #[arg(short = 'w', long)]
+    watch: bool,
 }
 
 /// Flags of `capstan delete`.
@@ -64,32 +67,69 @@ pub async fn run(server: &str, a: GetArgs) -> anyhow::Result<()> {
         a.namespace.clone()
     };
     let client = super::connect(server).await?;
-    let objects = match &a.name {
-        Some(name) => vec![client.get(kind, &ns, name).await.map_err(describe)?],
-        None => client
-            .list(kind, &ns, &a.selector)
-            .await
-            .map_err(describe)?,
+    let (objects, resource_version) = match &a.name {
+        Some(name) => {
+            let obj = client.get(kind, &ns, name).await.map_err(describe)?;
+            let rv = obj.metadata().resource_version.clone();
+            (vec![obj], rv)
+        }
+        None => {
+            let list = client
+                .list_with_version(kind, &ns, &a.selector)
+                .await
+                .map_err(describe)?;
+            (list.items, list.resource_version)
+        }
     };
+    print_objects(kind, &a, &objects, true)?;
+    if !a.watch {
+        return Ok(());
+    }
+    let mut events = client
+        .watch(kind, &ns, &a.selector, &resource_version)
+        .await
+        .map_err(describe)?;
+    while let Some(ev) = futures::StreamExt::next(&mut events).await {
+        let ev = ev.map_err(describe)?;
+        let Some(obj) = ev.object else { continue };
+        if a.name.as_ref().is_some_and(|n| *n != obj.metadata().name) {
+            continue;
+        }
+        print_objects(kind, &a, &[obj], false)?;
+    }
+    Ok(())
+}
+
+/// Prints objects in the chosen format; `first` prints the table header (and the
+/// "no resources" note) that watch updates leave out.
+fn print_objects(
+    kind: Kind,
+    a: &GetArgs,
+    objects: &[api::v1::Object],
+    first: bool,
+) -> anyhow::Result<()> {
     match a.output {
         Some(Output::Json) => {
-            let value = if a.name.is_some() {
-                api::manifest::to_json_value(&objects[0])?
+            let value = if let (true, [one]) = (a.name.is_some() || !first, objects) {
+                api::manifest::to_json_value(one)?
             } else {
-                list_value(&objects)?
+                list_value(objects)?
             };
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
         Some(Output::Yaml) => {
-            let value = if a.name.is_some() {
-                api::manifest::to_json_value(&objects[0])?
+            if a.watch && !first {
+                println!("---");
+            }
+            let value = if let (true, [one]) = (a.name.is_some() || !first, objects) {
+                api::manifest::to_json_value(one)?
             } else {
-                list_value(&objects)?
+                list_value(objects)?
             };
             print!("{}", serde_yaml_ng::to_string(&value)?);
         }
         wide => {
-            if objects.is_empty() {
+            if objects.is_empty() && first {
                 if kind.namespaced() && !a.all_namespaces {
                     eprintln!("No resources found in {} namespace.", a.namespace);
                 } else {
@@ -99,11 +139,12 @@ pub async fn run(server: &str, a: GetArgs) -> anyhow::Result<()> {
             }
             let rows = format::table(
                 kind,
-                &objects,
+                objects,
                 wide == Some(Output::Wide),
                 a.all_namespaces && kind.namespaced(),
             );
-            format::print_table(&rows);
+            // Watch updates print rows only, as kubectl does.
+            format::print_table(&rows[usize::from(!first)..]);
         }
     }
     Ok(())

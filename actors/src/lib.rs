@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod apiserver;
+pub mod controllers;
 pub mod error;
 pub mod node_service;
 pub mod restart;

@@ -12,6 +12,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::agent::{self, AgentContext, NodeAgent};
 use crate::apiserver::{ApiService, Registry};
+use crate::controllers::decide_node::LifecycleConfig;
+use crate::controllers::node_lifecycle::{self, NodeLifecycle, NodeLifecycleArgs};
 use crate::error::{Error, Result};
 use crate::node_service::{pb, DebugService, NodeService};
 use crate::restart::RestartPolicy;
@@ -41,6 +43,8 @@ pub struct ServerConfig {
     pub netns_dir: PathBuf,
     /// Serve the debug service (kill actors by name). Off in production.
     pub enable_debug_service: bool,
+    /// When silent nodes turn `Ready=Unknown` and their pods are evicted.
+    pub node_lifecycle: LifecycleConfig,
 }
 
 /// Runs a server until `shutdown` resolves. `on_ready` gets the bound address.
@@ -97,7 +101,14 @@ pub async fn run(
     let grpc = tokio::spawn(grpc);
     tracing::info!(addr = %addr, node = %cfg.node_name, "API server listening");
 
-    let children = vec![scheduler_child(registry.clone()), agent_child(ctx)];
+    let children = vec![
+        scheduler_child(registry.clone()),
+        node_lifecycle_child(NodeLifecycleArgs {
+            registry: registry.clone(),
+            config: cfg.node_lifecycle,
+        }),
+        agent_child(ctx),
+    ];
     let (root, root_handle) = Actor::spawn(
         Some(ROOT.to_string()),
         Supervisor,
@@ -146,6 +157,20 @@ fn scheduler_child(registry: Registry) -> ChildSpec {
                     sup,
                 )
                 .await?;
+                Ok(r.get_cell())
+            })
+        }),
+    }
+}
+
+fn node_lifecycle_child(args: NodeLifecycleArgs) -> ChildSpec {
+    ChildSpec {
+        id: node_lifecycle::NAME.to_string(),
+        start: Arc::new(move |sup| {
+            let args = args.clone();
+            Box::pin(async move {
+                let name = Some(node_lifecycle::NAME.to_string());
+                let (r, _) = Actor::spawn_linked(name, NodeLifecycle, args, sup).await?;
                 Ok(r.get_cell())
             })
         }),

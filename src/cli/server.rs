@@ -27,6 +27,12 @@ pub struct ServerArgs {
     /// Serve the debug service that can kill actors by name (for chaos tests only).
     #[arg(long)]
     enable_debug_service: bool,
+    /// Seconds without a heartbeat before a node is marked `Ready=Unknown`.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: i64,
+    /// Seconds a node may stay not-ready before its pods are evicted.
+    #[arg(long, default_value_t = 300)]
+    pod_eviction_timeout: i64,
     /// Log filter (tracing `EnvFilter` syntax); RUST_LOG wins when set.
     #[arg(long, default_value = "info")]
     log: String,
@@ -76,6 +82,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
             .context("cannot find the capstan executable for the shim")?,
         netns_dir: a.netns_dir,
         enable_debug_service: a.enable_debug_service,
+        node_lifecycle: actors::controllers::decide_node::LifecycleConfig {
+            monitor_grace: chrono::Duration::seconds(a.node_monitor_grace_period),
+            eviction_timeout: chrono::Duration::seconds(a.pod_eviction_timeout),
+        },
     };
     let shutdown = async {
         let mut term =

@@ -1,7 +1,10 @@
 //! The crate's error type. It owns the mapping from OS, netlink and input failures to typed
 //! variants that carry the path, link or name involved; it must not log or retry.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
 
 /// Result alias for every fallible operation in this crate.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -86,4 +89,141 @@ pub enum Error {
         /// What happened to the thread (`failed to spawn: ...` or `panicked`).
         what: String,
     },
+
+    /// An input value (subnet, address, MTU, ...) is unusable; fix the input, retrying will
+    /// not help.
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        /// What was rejected (e.g. `pod address`).
+        what: &'static str,
+        /// The rejected value, formatted.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A netlink request about a route failed; re-read the routing table and retry.
+    #[error("netlink {op} on route {route}: {source}")]
+    NetlinkRoute {
+        /// The request that failed (e.g. `add`).
+        op: &'static str,
+        /// The route it addressed, formatted as `<subnet> via <gateway>`.
+        route: String,
+        /// The underlying netlink error (boxed: it is large and this path is cold).
+        #[source]
+        source: Box<rtnetlink::Error>,
+    },
+
+    /// The link exists but is not a bridge (someone else owns that name); pick another
+    /// bridge name or remove the link.
+    #[error("link {link:?} exists but is not a bridge")]
+    NotABridge {
+        /// The link name.
+        link: String,
+    },
+
+    /// Every node subnet of the cluster CIDR is claimed; enlarge the cluster CIDR or free
+    /// the subnets of deleted nodes.
+    #[error("no free /{node_prefix} node subnet left in cluster CIDR {cidr}")]
+    NodeSubnetsExhausted {
+        /// The cluster CIDR.
+        cidr: Ipv4Net,
+        /// The prefix length of node subnets.
+        node_prefix: u8,
+    },
+
+    /// Claims for a node subnet kept losing the compare-and-swap to other nodes; retry later.
+    #[error("node {node:?} lost the subnet claim {attempts} times in a row")]
+    SubnetClaimContended {
+        /// The node that tried to claim.
+        node: String,
+        /// How many claims it lost.
+        attempts: u32,
+    },
+
+    /// The subnet registry already records a subnet for the node that lies outside the
+    /// cluster CIDR (the CIDR was changed); release the node's subnet or restore the CIDR.
+    #[error("node {node:?} holds subnet {subnet} outside cluster CIDR {cidr}")]
+    SubnetOutsideCidr {
+        /// The node.
+        node: String,
+        /// The subnet it holds.
+        subnet: Ipv4Net,
+        /// The configured cluster CIDR.
+        cidr: Ipv4Net,
+    },
+
+    /// The subnet registry (the cluster store, behind [`crate::ipam::SubnetRegistry`])
+    /// failed; its error says whether to retry.
+    #[error("subnet registry {op}: {source}")]
+    Registry {
+        /// The registry call that failed (`get`, `claim`, `list`).
+        op: &'static str,
+        /// The implementation's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// Every pod address of the node subnet is in use; release addresses (reconcile) first.
+    #[error("no free pod address left in {subnet}")]
+    PodAddressesExhausted {
+        /// The node's pod subnet.
+        subnet: Ipv4Net,
+    },
+
+    /// The pod address state file holds allocations from another subnet than the node has
+    /// now; the node's subnet changed under running pods, so give up and drain the node.
+    #[error(
+        "pod address state {path} is for subnet {stored} with live allocations, not {requested}"
+    )]
+    IpamSubnetMismatch {
+        /// The state file.
+        path: PathBuf,
+        /// The subnet recorded in the file.
+        stored: Ipv4Net,
+        /// The subnet the caller asked for.
+        requested: Ipv4Net,
+    },
+
+    /// The pod address state file cannot be parsed; it was not written by this crate (writes
+    /// are atomic), so inspect it by hand.
+    #[error("corrupt pod address state {path}: {source}")]
+    IpamCorrupt {
+        /// The state file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The pod's end of a veth pair vanished while the host end exists (the pod namespace
+    /// was replaced); [`crate::attach_pod`] recovers from this itself once.
+    #[error("pod end of veth {host_ifname:?} is missing from the pod namespace")]
+    PodEndMissing {
+        /// The host end of the pair.
+        host_ifname: String,
+    },
+
+    /// The address is not usable for a pod of this subnet (network, broadcast, gateway or
+    /// outside); fix the input.
+    #[error("address {ip} is not a pod address of {subnet}")]
+    NotAPodAddress {
+        /// The address.
+        ip: Ipv4Addr,
+        /// The subnet.
+        subnet: Ipv4Net,
+    },
+}
+
+impl Error {
+    /// Wraps an error of a [`crate::ipam::SubnetRegistry`] implementation.
+    pub fn registry(
+        op: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::Registry {
+            op,
+            source: source.into(),
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! Validation of names that become file names under the netns root. Pure: it must not touch
-//! the filesystem.
+//! Validation of names that become file names under the netns root or kernel interface
+//! names. Pure: it must not touch the filesystem or the kernel.
 
 use crate::error::{Error, Result};
 
@@ -31,9 +31,57 @@ pub fn validate_netns_name(name: &str) -> Result<()> {
     }
 }
 
+/// Longest interface name the kernel accepts (`IFNAMSIZ` - 1), in bytes.
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// Checks that `name` is a valid kernel interface name (e.g. a bridge name).
+pub fn validate_ifname(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() > MAX_IFNAME_LEN {
+        Some("must be at most 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("must not be '.' or '..'")
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        Some("must not contain '/', ':', whitespace or control characters")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName {
+            field: "interface name",
+            value: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_names_follow_the_kernel_rules() {
+        for ok in ["capstan0", "cbr-1a2b", "x", "abcdefghijklmno"] {
+            assert!(validate_ifname(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "abcdefghijklmnop"] {
+            assert!(
+                matches!(
+                    validate_ifname(bad),
+                    Err(Error::InvalidName {
+                        field: "interface name",
+                        ..
+                    })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+    }
 
     #[test]
     fn accepts_ordinary_pod_names() {

@@ -24,14 +24,43 @@ const RENAMES: &[(&str, &str, &str)] = &[
     ("PodStatus", "host_ip", "hostIP"),
     ("PodStatus", "pod_ip", "podIP"),
     ("ContainerStatus", "container_id", "containerID"),
+    ("ServiceSpec", "cluster_ip", "clusterIP"),
+    ("ServiceSpec", "cluster_ips", "clusterIPs"),
+    ("ServiceSpec", "external_ips", "externalIPs"),
+    ("ServiceSpec", "load_balancer_ip", "loadBalancerIP"),
+    ("SessionAffinityConfig", "client_ip", "clientIP"),
+    ("PolicyRule", "non_resource_urls", "nonResourceURLs"),
+    ("Volume", "downward_api", "downwardAPI"),
+    ("VolumeProjection", "downward_api", "downwardAPI"),
 ];
+
+/// Byte maps are base64 strings in YAML and JSON, as Kubernetes writes them.
+const BASE64_FIELDS: &[(&str, &str)] = &[("Secret", "data"), ("ConfigMap", "binary_data")];
+const BASE64_WITH: &str = "crate::encoding::base64_map";
+
+/// Messages whose JSON shape is not a struct get hand-written serde impls in
+/// `src/encoding.rs` instead of the derives.
+const HAND_SERDE: &[&str] = &["IntOrString"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from("proto");
-    let protos: Vec<PathBuf> = ["meta", "namespace", "node", "pod", "api"]
-        .iter()
-        .map(|f| root.join("capstan/v1").join(format!("{f}.proto")))
-        .collect();
+    let protos: Vec<PathBuf> = [
+        "meta",
+        "namespace",
+        "node",
+        "pod",
+        "apps",
+        "batch",
+        "service",
+        "config",
+        "cluster",
+        "rbac",
+        "storage",
+        "api",
+    ]
+    .iter()
+    .map(|f| root.join("capstan/v1").join(format!("{f}.proto")))
+    .collect();
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
     }
@@ -63,6 +92,9 @@ fn serde_attributes(fds: &FileDescriptorSet) -> Vec<(String, Attr)> {
             continue;
         }
         for msg in &file.message_type {
+            if HAND_SERDE.contains(&msg.name()) {
+                continue;
+            }
             let path = format!(".{PACKAGE}.{}", msg.name());
             out.push((path.clone(), Attr::Message(MESSAGE_SERDE.to_string())));
             for field in &msg.field {
@@ -75,6 +107,9 @@ fn serde_attributes(fds: &FileDescriptorSet) -> Vec<(String, Attr)> {
                     .find(|(m, f, _)| *m == msg.name() && *f == field.name())
                 {
                     attrs.push(format!("rename = \"{json}\""));
+                }
+                if BASE64_FIELDS.contains(&(msg.name(), field.name())) {
+                    attrs.push(format!("with = \"{BASE64_WITH}\""));
                 }
                 if !attrs.is_empty() {
                     out.push((

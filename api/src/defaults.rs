@@ -1,6 +1,19 @@
 //! Defaulting: fills in the values Kubernetes fills in when an object is created
 //! (namespace "default", restartPolicy Always, imagePullPolicy, protocol TCP,
-//! terminationGracePeriodSeconds 30). Pure and idempotent; never overwrites a set value.
+//! terminationGracePeriodSeconds 30, Deployment replicas and strategy, Service type, ...).
+//! Pure and idempotent; never overwrites a set value.
+
+mod services;
+mod workloads;
+
+pub use services::{
+    default_persistent_volume, default_persistent_volume_claim, default_secret, default_service,
+    default_storage_class,
+};
+pub use workloads::{
+    default_cron_job, default_daemon_set, default_deployment, default_job, default_replica_set,
+    default_stateful_set, DEFAULT_PROGRESS_DEADLINE_SECONDS, DEFAULT_REVISION_HISTORY_LIMIT,
+};
 
 use crate::v1;
 
@@ -11,10 +24,41 @@ pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
 
 /// Applies the defaults of the object's kind.
 pub fn apply(obj: &mut v1::Object) {
+    use v1::object::Kind as K;
+    if obj.kind().is_some_and(|k| k.namespaced()) {
+        if let Some(meta) = obj.try_metadata_mut() {
+            set_if_empty(&mut meta.namespace, DEFAULT_NAMESPACE);
+        }
+    }
     match obj.kind.as_mut() {
-        Some(v1::object::Kind::Pod(p)) => default_pod(p),
-        Some(v1::object::Kind::Namespace(n)) => default_namespace(n),
-        Some(v1::object::Kind::Node(_)) | None => {}
+        Some(K::Pod(p)) => default_pod(p),
+        Some(K::Namespace(n)) => default_namespace(n),
+        Some(K::ReplicaSet(o)) => default_replica_set(o),
+        Some(K::Deployment(o)) => default_deployment(o),
+        Some(K::StatefulSet(o)) => default_stateful_set(o),
+        Some(K::DaemonSet(o)) => default_daemon_set(o),
+        Some(K::Job(o)) => default_job(o),
+        Some(K::CronJob(o)) => default_cron_job(o),
+        Some(K::Service(o)) => default_service(o),
+        Some(K::Secret(o)) => default_secret(o),
+        Some(K::PersistentVolume(o)) => default_persistent_volume(o),
+        Some(K::PersistentVolumeClaim(o)) => default_persistent_volume_claim(o),
+        Some(K::StorageClass(o)) => default_storage_class(o),
+        Some(
+            K::Node(_)
+            | K::Endpoints(_)
+            | K::ConfigMap(_)
+            | K::ServiceAccount(_)
+            | K::Event(_)
+            | K::Lease(_)
+            | K::LimitRange(_)
+            | K::ResourceQuota(_)
+            | K::Role(_)
+            | K::RoleBinding(_)
+            | K::ClusterRole(_)
+            | K::ClusterRoleBinding(_),
+        )
+        | None => {}
     }
 }
 
@@ -22,17 +66,55 @@ pub fn apply(obj: &mut v1::Object) {
 pub fn default_pod(pod: &mut v1::Pod) {
     let meta = pod.metadata.get_or_insert_with(Default::default);
     set_if_empty(&mut meta.namespace, DEFAULT_NAMESPACE);
-    let spec = pod.spec.get_or_insert_with(Default::default);
-    set_if_empty(&mut spec.restart_policy, "Always");
+    default_pod_spec(pod.spec.get_or_insert_with(Default::default), "Always");
+}
+
+/// Defaults a pod spec (of a pod or a workload's template); `restart_policy` is the
+/// policy to fill in, empty for none (Job templates must choose their own).
+pub fn default_pod_spec(spec: &mut v1::PodSpec, restart_policy: &str) {
+    set_if_empty(&mut spec.restart_policy, restart_policy);
     spec.termination_grace_period_seconds
         .get_or_insert(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS);
-    for c in &mut spec.containers {
+    set_if_empty(&mut spec.dns_policy, "ClusterFirst");
+    for c in spec
+        .init_containers
+        .iter_mut()
+        .chain(spec.containers.iter_mut())
+    {
         if c.image_pull_policy.is_empty() {
             c.image_pull_policy = default_pull_policy(&c.image).to_string();
         }
         for p in &mut c.ports {
             set_if_empty(&mut p.protocol, "TCP");
         }
+        for probe in [
+            &mut c.liveness_probe,
+            &mut c.readiness_probe,
+            &mut c.startup_probe,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            default_probe(probe);
+        }
+    }
+}
+
+/// Kubernetes' probe timing defaults: timeout 1 s, period 10 s, success 1, failure 3.
+fn default_probe(p: &mut v1::Probe) {
+    for (field, default) in [
+        (&mut p.timeout_seconds, 1),
+        (&mut p.period_seconds, 10),
+        (&mut p.success_threshold, 1),
+        (&mut p.failure_threshold, 3),
+    ] {
+        if *field == 0 {
+            *field = default;
+        }
+    }
+    if let Some(h) = &mut p.http_get {
+        set_if_empty(&mut h.path, "/");
+        set_if_empty(&mut h.scheme, "HTTP");
     }
 }
 
@@ -56,7 +138,7 @@ pub fn default_pull_policy(image: &str) -> &'static str {
     }
 }
 
-fn set_if_empty(field: &mut String, value: &str) {
+pub(crate) fn set_if_empty(field: &mut String, value: &str) {
     if field.is_empty() {
         *field = value.to_string();
     }

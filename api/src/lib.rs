@@ -15,11 +15,13 @@ pub mod v1 {
 #[cfg(feature = "client")]
 pub mod client;
 pub mod defaults;
+mod encoding;
 pub mod error;
 pub mod kind;
 pub mod manifest;
 mod names;
 mod object;
+pub mod quantity;
 pub mod selector;
 pub mod validation;
 pub mod watch;
@@ -28,5 +30,7 @@ pub mod watch;
 pub use client::{Client, ClientError};
 pub use error::{Error, FieldError, Result};
 pub use kind::Kind;
+pub use object::Resource;
+pub use quantity::Quantity;
 pub use selector::Selector;
 pub use watch::EventType;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::kind::Kind;
+use crate::kind::{for_each_kind, Kind};
 use crate::v1::{self, object::Kind as Oneof};
 
 /// The `kind` of a manifest wrapping several objects in `items`.
@@ -99,28 +99,36 @@ struct Typed<'a> {
     body: Body<'a>,
 }
 
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Body<'a> {
-    Namespace(&'a v1::Namespace),
-    Node(&'a v1::Node),
-    Pod(&'a v1::Pod),
-}
+macro_rules! body {
+    ($($k:ident),*) => {
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Body<'a> {
+            $($k(&'a v1::$k),)*
+        }
 
-impl<'a> Typed<'a> {
-    fn of(obj: &'a v1::Object) -> Result<Self> {
-        let (kind, body) = match obj.kind.as_ref().ok_or(Error::EmptyObject)? {
-            Oneof::Namespace(n) => (Kind::Namespace, Body::Namespace(n)),
-            Oneof::Node(n) => (Kind::Node, Body::Node(n)),
-            Oneof::Pod(p) => (Kind::Pod, Body::Pod(p)),
-        };
-        Ok(Typed {
-            api_version: kind.api_version(),
-            kind: kind.as_str(),
-            body,
-        })
-    }
+        impl<'a> Typed<'a> {
+            fn of(obj: &'a v1::Object) -> Result<Self> {
+                let (kind, body) = match obj.kind.as_ref().ok_or(Error::EmptyObject)? {
+                    $(Oneof::$k(o) => (Kind::$k, Body::$k(o)),)*
+                };
+                Ok(Typed {
+                    api_version: kind.api_version(),
+                    kind: kind.as_str(),
+                    body,
+                })
+            }
+        }
+
+        /// Decodes the body of a manifest whose kind is known.
+        fn typed_object(document: usize, kind: Kind, body: Value) -> Result<v1::Object> {
+            Ok(match kind {
+                $(Kind::$k => v1::Object::from(typed::<v1::$k>(document, body)?),)*
+            })
+        }
+    };
 }
+for_each_kind!(body);
 
 /// Splits the input into parsed documents; `Null` marks an empty document.
 fn documents(input: &str) -> Result<Vec<Value>> {
@@ -174,12 +182,7 @@ fn decode_value(document: usize, value: Value, out: &mut Vec<v1::Object>) -> Res
             found: api_version,
         });
     }
-    let body = Value::Object(map);
-    out.push(match kind {
-        Kind::Namespace => v1::Object::from_namespace(typed(document, body)?),
-        Kind::Node => v1::Object::from_node(typed(document, body)?),
-        Kind::Pod => v1::Object::from_pod(typed(document, body)?),
-    });
+    out.push(typed_object(document, kind, Value::Object(map))?);
     Ok(())
 }
 

@@ -153,6 +153,57 @@ pub(crate) fn iana_svc_name(s: &str) -> Check {
     Ok(())
 }
 
+/// A DNS-1035 label: a DNS-1123 label that starts with a letter (Service names).
+pub(crate) fn dns1035_label(s: &str) -> Check {
+    dns1123_label(s)?;
+    if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(format!(
+            "{s:?} is not a DNS-1035 label: it must start with a lowercase letter"
+        ));
+    }
+    Ok(())
+}
+
+/// A name usable as one URL path segment (RBAC object names): not empty, not `.` or
+/// `..`, and without '/' or '%'.
+pub(crate) fn path_segment(s: &str) -> Check {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s == "." || s == ".." {
+        return Err(format!("{s:?} may not be used as a name"));
+    }
+    if s.contains(['/', '%']) {
+        return Err(format!("{s:?} must not contain '/' or '%'"));
+    }
+    Ok(())
+}
+
+/// A ConfigMap or Secret key: at most 253 alphanumerics, '-', '_' or '.', not `.` or
+/// `..` (they would escape the volume directory).
+pub(crate) fn config_map_key(s: &str) -> Check {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > DNS1123_SUBDOMAIN_MAX {
+        return Err(format!(
+            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
+        ));
+    }
+    if s == "." || s == ".." || s.starts_with("..") {
+        return Err(format!("{s:?} must not be '.' or '..' or start with '..'"));
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "{s:?} is not a valid config key: use alphanumerics, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +266,22 @@ mod tests {
         }
         for bad in ["-a", "a b", "a/b", &"a".repeat(64)] {
             assert!(label_value(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn service_rbac_and_config_key_names() {
+        assert!(dns1035_label("web").is_ok());
+        assert!(dns1035_label("1web").is_err());
+        assert!(path_segment("system:controller:deployment").is_ok());
+        for bad in ["", ".", "..", "a/b", "a%2f"] {
+            assert!(path_segment(bad).is_err(), "{bad}");
+        }
+        for ok in ["app.properties", "KEY_1", "tls.crt", ".hidden"] {
+            assert!(config_map_key(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "..x", "a/b", "a b", "k=v"] {
+            assert!(config_map_key(bad).is_err(), "{bad}");
         }
     }
 

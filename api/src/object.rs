@@ -1,5 +1,6 @@
 //! Helpers on the generic [`v1::Object`] envelope: which kind it carries, its metadata,
-//! conversions from and to the typed objects, and the protobuf bytes used for storage.
+//! conversions from and to the typed objects (the [`Resource`] trait), and the protobuf
+//! bytes used for storage.
 //! Nothing here validates or defaults; see `validation` and `defaults`.
 
 use std::collections::BTreeMap;
@@ -7,7 +8,7 @@ use std::collections::BTreeMap;
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::kind::Kind;
+use crate::kind::{for_each_kind, Kind};
 use crate::v1::{self, object::Kind as Oneof};
 
 /// What `metadata()` returns for objects without metadata.
@@ -51,33 +52,61 @@ impl v1::Object {
 
     /// The kind carried, or `None` for an empty envelope.
     pub fn kind(&self) -> Option<Kind> {
-        match self.kind.as_ref()? {
-            Oneof::Namespace(_) => Some(Kind::Namespace),
-            Oneof::Node(_) => Some(Kind::Node),
-            Oneof::Pod(_) => Some(Kind::Pod),
+        macro_rules! arms {
+            ($($k:ident),*) => {
+                match self.kind.as_ref()? {
+                    $(Oneof::$k(_) => Some(Kind::$k),)*
+                }
+            };
         }
+        for_each_kind!(arms)
     }
 
     /// The object's metadata; an empty [`v1::ObjectMeta`] if the envelope is empty or
     /// the object has none.
     pub fn metadata(&self) -> &v1::ObjectMeta {
-        let meta = match self.kind.as_ref() {
-            Some(Oneof::Namespace(o)) => o.metadata.as_ref(),
-            Some(Oneof::Node(o)) => o.metadata.as_ref(),
-            Some(Oneof::Pod(o)) => o.metadata.as_ref(),
-            None => None,
-        };
-        meta.unwrap_or(&EMPTY_META)
+        macro_rules! arms {
+            ($($k:ident),*) => {
+                match self.kind.as_ref() {
+                    $(Some(Oneof::$k(o)) => o.metadata.as_ref(),)*
+                    None => None,
+                }
+            };
+        }
+        for_each_kind!(arms).unwrap_or(&EMPTY_META)
     }
 
     /// Mutable metadata, created empty if missing; `None` only for an empty envelope.
     pub fn try_metadata_mut(&mut self) -> Option<&mut v1::ObjectMeta> {
-        let meta = match self.kind.as_mut()? {
-            Oneof::Namespace(o) => &mut o.metadata,
-            Oneof::Node(o) => &mut o.metadata,
-            Oneof::Pod(o) => &mut o.metadata,
-        };
+        macro_rules! arms {
+            ($($k:ident),*) => {
+                match self.kind.as_mut()? {
+                    $(Oneof::$k(o) => &mut o.metadata,)*
+                }
+            };
+        }
+        let meta = for_each_kind!(arms);
         Some(meta.get_or_insert_with(Default::default))
+    }
+
+    /// Wraps any typed object.
+    pub fn new<T: Resource>(object: T) -> Self {
+        object.into_object()
+    }
+
+    /// The typed object, if the envelope carries a `T`.
+    pub fn as_typed<T: Resource>(&self) -> Option<&T> {
+        T::from_object_ref(self)
+    }
+
+    /// The typed object, mutably, if the envelope carries a `T`.
+    pub fn as_typed_mut<T: Resource>(&mut self) -> Option<&mut T> {
+        T::from_object_mut(self)
+    }
+
+    /// Unwraps into the typed object, if the envelope carries a `T`.
+    pub fn into_typed<T: Resource>(self) -> Option<T> {
+        T::from_object(self)
     }
 
     /// Mutable metadata, created empty if missing.
@@ -196,23 +225,68 @@ impl v1::Object {
     }
 }
 
-impl From<v1::Pod> for v1::Object {
-    fn from(pod: v1::Pod) -> Self {
-        Self::from_pod(pod)
-    }
+/// A typed object that travels in the [`v1::Object`] envelope.
+pub trait Resource: Sized {
+    /// The kind of the type.
+    const KIND: Kind;
+    /// The object's metadata, if set.
+    fn meta(&self) -> Option<&v1::ObjectMeta>;
+    /// Wraps the object into the envelope.
+    fn into_object(self) -> v1::Object;
+    /// The object in the envelope, if it is of this type.
+    fn from_object_ref(obj: &v1::Object) -> Option<&Self>;
+    /// The object in the envelope, mutably, if it is of this type.
+    fn from_object_mut(obj: &mut v1::Object) -> Option<&mut Self>;
+    /// Unwraps the envelope, if it carries this type.
+    fn from_object(obj: v1::Object) -> Option<Self>;
 }
 
-impl From<v1::Node> for v1::Object {
-    fn from(node: v1::Node) -> Self {
-        Self::from_node(node)
-    }
-}
+macro_rules! resource_impls {
+    ($($k:ident),*) => {$(
+        impl Resource for v1::$k {
+            const KIND: Kind = Kind::$k;
 
-impl From<v1::Namespace> for v1::Object {
-    fn from(namespace: v1::Namespace) -> Self {
-        Self::from_namespace(namespace)
-    }
+            fn meta(&self) -> Option<&v1::ObjectMeta> {
+                self.metadata.as_ref()
+            }
+
+            fn into_object(self) -> v1::Object {
+                v1::Object { kind: Some(Oneof::$k(self)) }
+            }
+
+            fn from_object_ref(obj: &v1::Object) -> Option<&Self> {
+                match obj.kind.as_ref()? {
+                    Oneof::$k(o) => Some(o),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+
+            fn from_object_mut(obj: &mut v1::Object) -> Option<&mut Self> {
+                match obj.kind.as_mut()? {
+                    Oneof::$k(o) => Some(o),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+
+            fn from_object(obj: v1::Object) -> Option<Self> {
+                match obj.kind? {
+                    Oneof::$k(o) => Some(o),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+        }
+
+        impl From<v1::$k> for v1::Object {
+            fn from(object: v1::$k) -> Self {
+                object.into_object()
+            }
+        }
+    )*};
 }
+for_each_kind!(resource_impls);
 
 #[cfg(test)]
 mod tests {

@@ -73,6 +73,58 @@ impl Selector {
         Ok(Selector { requirements })
     }
 
+    /// Converts a structured [`v1::LabelSelector`] (matchLabels, then matchExpressions):
+    /// keys and values are checked as in the string form; an unknown operator, `In` or
+    /// `NotIn` without values, or `Exists` with values is an error naming the
+    /// requirement. An empty `LabelSelector` matches everything.
+    pub fn from_label_selector(ls: &v1::LabelSelector) -> Result<Selector> {
+        let mut requirements = Vec::new();
+        for (key, value) in &ls.match_labels {
+            let part = format!("{key}={value}");
+            check_key(&part, key)?;
+            names::label_value(value).map_err(|r| err(&part, format!("invalid value: {r}")))?;
+            requirements.push(Requirement {
+                key: key.clone(),
+                op: Operator::Equals,
+                values: vec![value.clone()],
+            });
+        }
+        for e in &ls.match_expressions {
+            let part = format!("{} {} ({})", e.key, e.operator, e.values.join(","));
+            check_key(&part, &e.key)?;
+            let op = match e.operator.as_str() {
+                "In" => Operator::In,
+                "NotIn" => Operator::NotIn,
+                "Exists" => Operator::Exists,
+                "DoesNotExist" => Operator::DoesNotExist,
+                other => {
+                    return Err(err(
+                        &part,
+                        format!(
+                            "unknown operator {other:?}: use In, NotIn, Exists or DoesNotExist"
+                        ),
+                    ))
+                }
+            };
+            let needs_values = matches!(op, Operator::In | Operator::NotIn);
+            if needs_values && e.values.is_empty() {
+                return Err(err(&part, "In and NotIn need at least one value"));
+            }
+            if !needs_values && !e.values.is_empty() {
+                return Err(err(&part, "Exists and DoesNotExist take no values"));
+            }
+            for v in &e.values {
+                names::label_value(v).map_err(|r| err(&part, format!("invalid value: {r}")))?;
+            }
+            requirements.push(Requirement {
+                key: e.key.clone(),
+                op,
+                values: e.values.clone(),
+            });
+        }
+        Ok(Selector { requirements })
+    }
+
     /// Whether this selector matches everything.
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()

@@ -8,6 +8,35 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
+mod cluster;
+mod config;
+mod pod;
+mod rbac;
+mod resources;
+mod services;
+mod storage;
+mod workloads;
+
+pub use cluster::{
+    validate_event, validate_lease, validate_limit_range, validate_resource_quota, EVENT_TYPES,
+    LIMIT_TYPES,
+};
+pub use config::{validate_config_map, validate_secret, validate_service_account, MAX_DATA_BYTES};
+pub use rbac::{
+    validate_cluster_role, validate_cluster_role_binding, validate_role, validate_role_binding,
+};
+pub use services::{
+    validate_endpoints, validate_service, CLUSTER_IP_NONE, NODE_PORT_RANGE, SERVICE_TYPES,
+};
+pub use storage::{
+    validate_persistent_volume, validate_persistent_volume_claim, validate_storage_class,
+    ACCESS_MODES,
+};
+pub use workloads::{
+    validate_cron_job, validate_daemon_set, validate_deployment, validate_job,
+    validate_replica_set, validate_stateful_set,
+};
+
 use crate::error::{Error, FieldError, Result};
 use crate::kind::Kind;
 use crate::names::{self, Check};
@@ -23,13 +52,38 @@ pub const PROTOCOLS: [&str; 3] = ["TCP", "UDP", "SCTP"];
 pub const POD_PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
 /// Allowed `status.phase` values of a namespace.
 pub const NAMESPACE_PHASES: [&str; 2] = ["Active", "Terminating"];
+/// Allowed `spec.dnsPolicy` values of a pod.
+pub const DNS_POLICIES: [&str; 4] = ["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"];
 
 /// Validates an object of any kind; an empty envelope yields one error on `kind`.
 pub fn validate(obj: &v1::Object) -> Vec<FieldError> {
+    use v1::object::Kind as K;
     match obj.kind.as_ref() {
-        Some(v1::object::Kind::Pod(p)) => validate_pod(p),
-        Some(v1::object::Kind::Node(n)) => validate_node(n),
-        Some(v1::object::Kind::Namespace(n)) => validate_namespace(n),
+        Some(K::Pod(p)) => validate_pod(p),
+        Some(K::Node(n)) => validate_node(n),
+        Some(K::Namespace(n)) => validate_namespace(n),
+        Some(K::ReplicaSet(o)) => validate_replica_set(o),
+        Some(K::Deployment(o)) => validate_deployment(o),
+        Some(K::StatefulSet(o)) => validate_stateful_set(o),
+        Some(K::DaemonSet(o)) => validate_daemon_set(o),
+        Some(K::Job(o)) => validate_job(o),
+        Some(K::CronJob(o)) => validate_cron_job(o),
+        Some(K::Service(o)) => validate_service(o),
+        Some(K::Endpoints(o)) => validate_endpoints(o),
+        Some(K::ConfigMap(o)) => validate_config_map(o),
+        Some(K::Secret(o)) => validate_secret(o),
+        Some(K::ServiceAccount(o)) => validate_service_account(o),
+        Some(K::Event(o)) => validate_event(o),
+        Some(K::Lease(o)) => validate_lease(o),
+        Some(K::LimitRange(o)) => validate_limit_range(o),
+        Some(K::ResourceQuota(o)) => validate_resource_quota(o),
+        Some(K::Role(o)) => validate_role(o),
+        Some(K::RoleBinding(o)) => validate_role_binding(o),
+        Some(K::ClusterRole(o)) => validate_cluster_role(o),
+        Some(K::ClusterRoleBinding(o)) => validate_cluster_role_binding(o),
+        Some(K::PersistentVolume(o)) => validate_persistent_volume(o),
+        Some(K::PersistentVolumeClaim(o)) => validate_persistent_volume_claim(o),
+        Some(K::StorageClass(o)) => validate_storage_class(o),
         None => vec![FieldError::new("kind", "required")],
     }
 }
@@ -49,7 +103,7 @@ pub fn validate_pod(pod: &v1::Pod) -> Vec<FieldError> {
     let mut errs = Errors::default();
     validate_meta(&mut errs, Kind::Pod, pod.metadata.as_ref());
     match &pod.spec {
-        Some(spec) => validate_pod_spec(&mut errs, spec),
+        Some(spec) => validate_pod_spec(&mut errs, "spec", spec),
         None => errs.push("spec", "required"),
     }
     if let Some(status) = &pod.status {
@@ -123,7 +177,11 @@ fn validate_meta(errs: &mut Errors, kind: Kind, meta: Option<&v1::ObjectMeta>) {
     };
     let name_rule = match kind {
         Kind::Namespace => names::dns1123_label,
-        Kind::Node | Kind::Pod => names::dns1123_subdomain,
+        Kind::Service => names::dns1035_label,
+        Kind::Role | Kind::RoleBinding | Kind::ClusterRole | Kind::ClusterRoleBinding => {
+            names::path_segment
+        }
+        _ => names::dns1123_subdomain,
     };
     if meta.name.is_empty() {
         if meta.generate_name.is_empty() {
@@ -177,14 +235,43 @@ fn validate_meta(errs: &mut Errors, kind: Kind, meta: Option<&v1::ObjectMeta>) {
     }
 }
 
-fn validate_pod_spec(errs: &mut Errors, spec: &v1::PodSpec) {
+/// Validates a pod spec whose JSON path is `path` (`spec`, or `spec.template.spec` in
+/// a workload).
+fn validate_pod_spec(errs: &mut Errors, path: &str, spec: &v1::PodSpec) {
+    validate_pod_spec_with(errs, path, spec, &[]);
+}
+
+/// As [`validate_pod_spec`], with `extra_volumes` that mounts may name besides the
+/// pod's own volumes (a StatefulSet's claim templates).
+fn validate_pod_spec_with(
+    errs: &mut Errors,
+    path: &str,
+    spec: &v1::PodSpec,
+    extra_volumes: &[&str],
+) {
     if spec.containers.is_empty() {
-        errs.push("spec.containers", "must have at least one container");
+        errs.push(
+            format!("{path}.containers"),
+            "must have at least one container",
+        );
     }
+    let mut volumes = pod::validate_volumes(errs, path, &spec.volumes);
+    volumes.extend(extra_volumes);
     let mut container_names = HashSet::new();
     let mut port_names = HashSet::new();
-    for (i, c) in spec.containers.iter().enumerate() {
-        let path = format!("spec.containers[{i}]");
+    let all = spec
+        .init_containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("{path}.initContainers[{i}]"), c))
+        .chain(
+            spec.containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("{path}.containers[{i}]"), c)),
+        );
+    for (path, c) in all {
+        pod::validate_container_extras(errs, &path, c, &volumes);
         errs.check(format!("{path}.name"), names::dns1123_label(&c.name));
         if !c.name.is_empty() && !container_names.insert(c.name.as_str()) {
             errs.push(
@@ -241,24 +328,47 @@ fn validate_pod_spec(errs: &mut Errors, spec: &v1::PodSpec) {
         }
     }
     errs.one_of(
-        "spec.restartPolicy",
+        format!("{path}.restartPolicy"),
         &spec.restart_policy,
         &RESTART_POLICIES,
     );
     if let Some(secs) = spec.termination_grace_period_seconds {
         if secs < 0 {
             errs.push(
-                "spec.terminationGracePeriodSeconds",
+                format!("{path}.terminationGracePeriodSeconds"),
                 "must be greater than or equal to 0",
             );
         }
     }
-    errs.labels("spec.nodeSelector", &spec.node_selector);
-    if !spec.node_name.is_empty() {
-        errs.check("spec.nodeName", names::dns1123_subdomain(&spec.node_name));
+    if let Some(secs) = spec.active_deadline_seconds {
+        if secs <= 0 {
+            errs.push(
+                format!("{path}.activeDeadlineSeconds"),
+                "must be greater than 0",
+            );
+        }
     }
-    if !spec.hostname.is_empty() {
-        errs.check("spec.hostname", names::dns1123_label(&spec.hostname));
+    errs.one_of(format!("{path}.dnsPolicy"), &spec.dns_policy, &DNS_POLICIES);
+    if let Some(sc) = &spec.security_context {
+        pod::validate_pod_security(errs, &format!("{path}.securityContext"), sc);
+    }
+    errs.labels(&format!("{path}.nodeSelector"), &spec.node_selector);
+    if !spec.node_name.is_empty() {
+        errs.check(
+            format!("{path}.nodeName"),
+            names::dns1123_subdomain(&spec.node_name),
+        );
+    }
+    if !spec.service_account_name.is_empty() {
+        errs.check(
+            format!("{path}.serviceAccountName"),
+            names::dns1123_subdomain(&spec.service_account_name),
+        );
+    }
+    for (field, value) in [("hostname", &spec.hostname), ("subdomain", &spec.subdomain)] {
+        if !value.is_empty() {
+            errs.check(format!("{path}.{field}"), names::dns1123_label(value));
+        }
     }
 }
 
@@ -354,7 +464,7 @@ mod tests {
         ];
         spec.containers[0].env = vec![v1::EnvVar {
             name: "1BAD".into(),
-            value: String::new(),
+            ..Default::default()
         }];
         spec.containers[0].image_pull_policy = "Sometimes".into();
         spec.node_selector.insert("disk".into(), "not ok".into());

@@ -234,9 +234,9 @@ fn errors_in_later_documents_name_the_document() {
 
 #[test]
 fn unknown_kind_is_an_error_naming_kind() {
-    let err = decode_err("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n");
+    let err = decode_err("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: d}\n");
     assert!(
-        matches!(&err, Error::UnknownKind { kind } if kind == "Deployment"),
+        matches!(&err, Error::UnknownKind { kind } if kind == "Ingress"),
         "{err:?}"
     );
     assert!(err.to_string().starts_with("kind:"), "{err}");

@@ -213,6 +213,17 @@ pub fn table(
                 ]);
             }
         }
+        // Kinds without a table of their own yet: name and age.
+        _ => {
+            rows.push(with_ns(vec!["NAME".into(), "AGE".into()], "NAMESPACE"));
+            for o in objects {
+                let meta = o.metadata();
+                rows.push(with_ns(
+                    vec![meta.name.clone(), age(&meta.creation_timestamp, now)],
+                    &meta.namespace,
+                ));
+            }
+        }
     }
     rows
 }

@@ -467,10 +467,43 @@ fn pod_spec(obj: &Object) -> Option<&v1::PodSpec> {
 
 fn spec_bytes(obj: &Object) -> Vec<u8> {
     use prost::Message;
+    use v1::object::Kind as K;
     match obj.kind.as_ref() {
-        Some(v1::object::Kind::Pod(p)) => p.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(v1::object::Kind::Node(n)) => n.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(v1::object::Kind::Namespace(n)) => n.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::Pod(p)) => p.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::Node(n)) => n.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::Namespace(n)) => n.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::ReplicaSet(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::Deployment(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::StatefulSet(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::DaemonSet(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::Job(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::CronJob(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::Service(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::Lease(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::LimitRange(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::ResourceQuota(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::PersistentVolume(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
+        Some(K::PersistentVolumeClaim(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
+        // Kinds without a spec (and without a status): everything but metadata is the
+        // desired state.
+        Some(
+            K::Endpoints(_)
+            | K::ConfigMap(_)
+            | K::Secret(_)
+            | K::ServiceAccount(_)
+            | K::Event(_)
+            | K::Role(_)
+            | K::RoleBinding(_)
+            | K::ClusterRole(_)
+            | K::ClusterRoleBinding(_)
+            | K::StorageClass(_),
+        ) => {
+            let mut body = obj.clone();
+            if let Some(meta) = body.try_metadata_mut() {
+                *meta = v1::ObjectMeta::default();
+            }
+            Some(body.encode_to_vec())
+        }
         None => None,
     }
     .unwrap_or_default()
@@ -483,6 +516,20 @@ fn copy_status(from: &Object, to: &mut Object) {
         (Some(K::Pod(f)), Some(K::Pod(t))) => t.status = f.status.clone(),
         (Some(K::Node(f)), Some(K::Node(t))) => t.status = f.status.clone(),
         (Some(K::Namespace(f)), Some(K::Namespace(t))) => t.status = f.status.clone(),
+        (Some(K::ReplicaSet(f)), Some(K::ReplicaSet(t))) => t.status = f.status.clone(),
+        (Some(K::Deployment(f)), Some(K::Deployment(t))) => t.status = f.status.clone(),
+        (Some(K::StatefulSet(f)), Some(K::StatefulSet(t))) => t.status = f.status.clone(),
+        (Some(K::DaemonSet(f)), Some(K::DaemonSet(t))) => t.status = f.status.clone(),
+        (Some(K::Job(f)), Some(K::Job(t))) => t.status = f.status.clone(),
+        (Some(K::CronJob(f)), Some(K::CronJob(t))) => t.status = f.status.clone(),
+        (Some(K::Service(f)), Some(K::Service(t))) => t.status = f.status.clone(),
+        (Some(K::ResourceQuota(f)), Some(K::ResourceQuota(t))) => t.status = f.status.clone(),
+        (Some(K::PersistentVolume(f)), Some(K::PersistentVolume(t))) => {
+            t.status = f.status.clone();
+        }
+        (Some(K::PersistentVolumeClaim(f)), Some(K::PersistentVolumeClaim(t))) => {
+            t.status = f.status.clone();
+        }
         _ => {}
     }
 }
@@ -502,7 +549,42 @@ fn reset_status_for_create(obj: &mut Object) {
                 phase: "Active".into(),
             });
         }
-        Some(K::Node(_)) | None => {}
+        Some(K::ReplicaSet(o)) => o.status = None,
+        Some(K::Deployment(o)) => o.status = None,
+        Some(K::StatefulSet(o)) => o.status = None,
+        Some(K::DaemonSet(o)) => o.status = None,
+        Some(K::Job(o)) => o.status = None,
+        Some(K::CronJob(o)) => o.status = None,
+        Some(K::Service(o)) => o.status = None,
+        Some(K::ResourceQuota(o)) => o.status = None,
+        Some(K::PersistentVolume(o)) => {
+            o.status = Some(v1::PersistentVolumeStatus {
+                phase: "Pending".into(),
+                ..Default::default()
+            });
+        }
+        Some(K::PersistentVolumeClaim(o)) => {
+            o.status = Some(v1::PersistentVolumeClaimStatus {
+                phase: "Pending".into(),
+                ..Default::default()
+            });
+        }
+        Some(
+            K::Node(_)
+            | K::Endpoints(_)
+            | K::ConfigMap(_)
+            | K::Secret(_)
+            | K::ServiceAccount(_)
+            | K::Event(_)
+            | K::Lease(_)
+            | K::LimitRange(_)
+            | K::Role(_)
+            | K::RoleBinding(_)
+            | K::ClusterRole(_)
+            | K::ClusterRoleBinding(_)
+            | K::StorageClass(_),
+        )
+        | None => {}
     }
 }
 

@@ -52,6 +52,39 @@ pub enum Error {
     /// Raft stopped or failed fatally; the store must be reopened.
     #[error("raft: {0}")]
     Raft(Box<openraft::error::Fatal<NodeId>>),
+    /// The cluster configuration is invalid; fix it and start again.
+    #[error("invalid cluster config: {0}")]
+    InvalidConfig(String),
+    /// A membership change was refused (unknown member, change already in progress, ...);
+    /// fix the request or retry once the previous change finished.
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    /// A peer (usually the leader a request was forwarded to) could not be reached or did not
+    /// answer in time. A forwarded write may or may not have been applied: retry only if it is
+    /// idempotent (e.g. a compare-and-swap on the revision).
+    #[error("peer {peer} unreachable: {reason}")]
+    PeerUnreachable {
+        /// The peer.
+        peer: NodeId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A peer answered with an error it could not classify; see the message.
+    #[error("peer {peer} failed: {message}")]
+    Remote {
+        /// The peer.
+        peer: NodeId,
+        /// Its error, as text.
+        message: String,
+    },
+    /// The peer service could not listen; pick another address or free the port.
+    #[error("cannot listen on {addr:?}: {source}")]
+    Listen {
+        /// The address, if known.
+        addr: Option<std::net::SocketAddr>,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// Raft could not be configured or initialised.
     #[error("raft setup: {0}")]
     RaftSetup(String),
@@ -108,7 +141,7 @@ impl From<RaftError<NodeId, ClientWriteError<NodeId, Node>>> for Error {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => f.into(),
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                Error::RaftSetup(e.to_string())
+                Error::Membership(e.to_string())
             }
             RaftError::Fatal(f) => f.into(),
         }

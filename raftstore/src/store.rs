@@ -1,11 +1,11 @@
-//! The public [`Store`] handle: opens sled, starts openraft, and turns the KV API into Raft
-//! writes and linearizable local reads.
+//! The public [`Store`] handle: opens sled, starts openraft (and, for a cluster member, the
+//! peer service), and turns the KV API into Raft writes and linearizable reads.
 //!
-//! Writes go through `Raft::client_write` and return only after the entry is committed, applied
-//! and flushed. Reads first confirm leadership with `ensure_linearizable` (read index), then read
-//! the local state machine. This module holds no data itself.
+//! Writes return only after the entry is committed, applied and flushed; on a follower they are
+//! forwarded to the leader (see `store_cluster`). Reads first obtain a read index (from this
+//! member if it leads, else from the leader) and wait until it is applied here. This module
+//! holds no data itself.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,15 +13,19 @@ use std::time::Duration;
 
 use openraft::metrics::WaitError;
 
+use crate::cluster::{self, ClusterConfig, RaftTuning};
 use crate::error::{Error, Result};
 use crate::log_store::LogStore;
 use crate::model::{
     DeleteResult, KeyValue, PutResult, RangeResult, Txn, TxnOp, TxnOpResult, TxnResult,
 };
-use crate::network::PeerNetworkFactory;
+use crate::network::{PeerChannels, PeerNetworkFactory};
+use crate::peer_service::PeerServer;
+use crate::proposal::initial_nodes;
 use crate::state_machine::{SmShared, StateMachineStore};
-use crate::types::{Node, NodeId, Raft, RaftRequest};
+use crate::types::{NodeId, Raft, RaftRequest};
 use crate::watch::WatchStream;
+use crate::wire::{Proposal, ProposalOutcome};
 
 /// How long [`Store::open`] waits for this member to become leader.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,7 +34,7 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long [`Store::shutdown`] waits for openraft's tasks to release the storage.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where and as whom a store runs.
+/// Where and as whom a single-member store runs (see [`ClusterConfig`] for a real cluster).
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
     /// This member's Raft id.
@@ -39,21 +43,35 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
 }
 
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// Sees every write acknowledged before the read started, on any member (read index from
+    /// the leader, then wait until this member applied it).
+    #[default]
+    Linearizable,
+    /// This member's applied state, without asking the leader: fast, possibly stale.
+    Serializable,
+}
+
 /// A cheap, cloneable handle to the running store. Call [`Store::shutdown`] before dropping the
 /// last handle: openraft's tasks keep running (and keep the directory locked) until then.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<StoreInner>,
+    pub(crate) inner: Arc<StoreInner>,
 }
 
-struct StoreInner {
-    node_id: NodeId,
-    raft: Raft,
+pub(crate) struct StoreInner {
+    pub(crate) node_id: NodeId,
+    pub(crate) raft: Raft,
     sm: Arc<SmShared>,
     /// Kept to see when openraft has released its clones (see `shutdown`).
     log: LogStore,
     db: sled::Db,
     shut_down: AtomicBool,
+    pub(crate) channels: PeerChannels,
+    server: tokio::sync::Mutex<Option<PeerServer>>,
+    peer_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Store {
@@ -66,69 +84,79 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens or creates the store in `data_dir`; on first start initialises a one-member cluster;
-    /// returns once this member is leader and has applied everything committed before.
+    /// Opens or creates a single-member store in `data_dir` (no peer service); on first start
+    /// initialises a one-member cluster; returns once this member is leader and has applied
+    /// everything committed before.
     pub async fn open(cfg: StoreConfig) -> Result<Store> {
-        let db_path = cfg.data_dir.join("sled");
-        std::fs::create_dir_all(&db_path).map_err(|source| Error::DataDir {
-            path: db_path.clone(),
-            source,
-        })?;
-        let db = open_db(db_path).await?;
-        let log_store = LogStore::open(&db)?;
-        let log = log_store.clone();
-        let state_machine = StateMachineStore::open(&db)?;
-        let sm = state_machine.shared();
-
-        let config = openraft::Config {
-            cluster_name: "capstan".to_string(),
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| Error::RaftSetup(e.to_string()))?;
-        let raft = Raft::new(
-            cfg.node_id,
-            Arc::new(config),
-            PeerNetworkFactory,
-            log_store,
-            state_machine,
-        )
-        .await?;
-
+        let store = start(cfg.node_id, &cfg.data_dir, &RaftTuning::default(), None).await?;
+        let raft = &store.inner.raft;
         if !raft.is_initialized().await? {
             tracing::info!(node = cfg.node_id, "initialising one-member cluster");
-            let members = BTreeMap::from([(cfg.node_id, Node::default())]);
-            raft.initialize(members).await?;
+            raft.initialize(initial_nodes([(cfg.node_id, "")])).await?;
         }
         raft.wait(Some(LEADER_TIMEOUT))
             .current_leader(cfg.node_id, "store open: become leader")
             .await
-            .map_err(|e| match e {
-                WaitError::Timeout(waited, _) => Error::Timeout {
-                    what: "leadership",
-                    waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
-                },
-                WaitError::ShuttingDown => Error::Shutdown,
-            })?;
+            .map_err(|e| wait_error(e, "leadership"))?;
         // Wait until everything committed before this start is applied, so reads and
         // `revision()` reflect it.
         raft.ensure_linearizable().await?;
-        let store = Store {
-            inner: Arc::new(StoreInner {
-                node_id: cfg.node_id,
-                raft,
-                sm,
-                log,
-                db,
-                shut_down: AtomicBool::new(false),
-            }),
-        };
         tracing::info!(
             node = cfg.node_id,
             resource_version = store.revision(),
             "store ready"
         );
         Ok(store)
+    }
+
+    /// Opens a member of a multi-member cluster, serving the peer service on
+    /// `cfg.listen_peer_url`. See [`Store::open_cluster_on`].
+    pub async fn open_cluster(cfg: ClusterConfig) -> Result<Store> {
+        let addr = cluster::listen_addr(&cfg.listen_peer_url)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: Some(addr),
+                source,
+            })?;
+        Store::open_cluster_on(cfg, listener).await
+    }
+
+    /// Opens a member of a multi-member cluster, serving the peer service on `listener`. On
+    /// the first start of a new cluster the lowest-id member initialises it with the initial
+    /// members; restarts keep vote, log and state from disk. Returns without waiting for a
+    /// leader (the other members may not run yet): see [`Store::wait_for_leader`].
+    pub async fn open_cluster_on(
+        cfg: ClusterConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Store> {
+        let store = start(cfg.node_id, &cfg.data_dir, &cfg.tuning, Some(listener)).await?;
+        let raft = &store.inner.raft;
+        if cluster::should_initialize(&cfg, raft.is_initialized().await?) {
+            tracing::info!(
+                node = cfg.node_id,
+                members = cfg.initial_cluster.len(),
+                "initialising new cluster"
+            );
+            let nodes = initial_nodes(
+                cfg.initial_cluster
+                    .iter()
+                    .map(|m| (m.id, m.peer_url.as_str())),
+            );
+            raft.initialize(nodes).await?;
+        }
+        tracing::info!(node = cfg.node_id, name = %cfg.name, "cluster member started");
+        Ok(store)
+    }
+
+    /// This member's Raft id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// The address the peer service is bound to (`None` for a single-member store).
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.peer_addr
     }
 
     /// Writes `value` under `key`.
@@ -141,13 +169,32 @@ impl Store {
 
     /// Reads `key` linearizably.
     pub async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        self.linearize().await?;
+        self.get_with(key, ReadConsistency::Linearizable).await
+    }
+
+    /// Reads `key` with the given consistency.
+    pub async fn get_with(
+        &self,
+        key: &[u8],
+        consistency: ReadConsistency,
+    ) -> Result<Option<KeyValue>> {
+        self.prepare_read(consistency).await?;
         self.inner.sm.get(key)
     }
 
     /// Reads all keys starting with `prefix` linearizably, sorted by key.
     pub async fn range_prefix(&self, prefix: &[u8]) -> Result<RangeResult> {
-        self.linearize().await?;
+        self.range_prefix_with(prefix, ReadConsistency::Linearizable)
+            .await
+    }
+
+    /// Reads all keys starting with `prefix` with the given consistency, sorted by key.
+    pub async fn range_prefix_with(
+        &self,
+        prefix: &[u8],
+        consistency: ReadConsistency,
+    ) -> Result<RangeResult> {
+        self.prepare_read(consistency).await?;
         self.inner.sm.range_prefix(prefix)
     }
 
@@ -161,14 +208,17 @@ impl Store {
         }
     }
 
-    /// Runs a compare-then-act transaction atomically at one revision.
+    /// Runs a compare-then-act transaction atomically at one revision. On a follower it is
+    /// forwarded to the leader (see [`Store::propose`] for the retry rules).
     pub async fn txn(&self, txn: Txn) -> Result<TxnResult> {
-        self.check_open()?;
-        let response = self.inner.raft.client_write(RaftRequest { txn }).await?;
-        response
-            .data
-            .txn
-            .ok_or(Error::UnexpectedResponse("normal entry without txn result"))
+        match self.propose(Proposal::Write(RaftRequest { txn })).await? {
+            ProposalOutcome::Write(response) => response
+                .txn
+                .ok_or(Error::UnexpectedResponse("normal entry without txn result")),
+            ProposalOutcome::Membership { .. } => Err(Error::UnexpectedResponse(
+                "write returned a membership outcome",
+            )),
+        }
     }
 
     /// Events for keys starting with `prefix` with `mod_revision >= start_revision`, in revision
@@ -194,11 +244,16 @@ impl Store {
         }
         tracing::info!(node = self.inner.node_id, "store shutting down");
         self.inner.sm.close_watchers();
+        // Raft first, so calls in flight in the peer service fail fast instead of holding up the
+        // server's graceful stop.
         self.inner
             .raft
             .shutdown()
             .await
             .map_err(|e| Error::RaftSetup(format!("raft shutdown: {e}")))?;
+        if let Some(server) = self.inner.server.lock().await.take() {
+            server.stop().await;
+        }
         // The state machine worker and log readers stop asynchronously after the core.
         let deadline = tokio::time::Instant::now() + RELEASE_TIMEOUT;
         while Arc::strong_count(&self.inner.sm) > 1 || self.inner.log.is_shared() {
@@ -230,17 +285,74 @@ impl Store {
             .ok_or(Error::UnexpectedResponse("txn returned no op result"))
     }
 
-    async fn linearize(&self) -> Result<()> {
+    async fn prepare_read(&self, consistency: ReadConsistency) -> Result<()> {
         self.check_open()?;
-        self.inner.raft.ensure_linearizable().await?;
-        Ok(())
+        match consistency {
+            ReadConsistency::Linearizable => self.linearize().await,
+            ReadConsistency::Serializable => Ok(()),
+        }
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.inner.shut_down.load(Ordering::SeqCst) {
             return Err(Error::Shutdown);
         }
         Ok(())
+    }
+}
+
+/// Opens storage and starts openraft (and the peer service if `listener` is given).
+async fn start(
+    node_id: NodeId,
+    data_dir: &std::path::Path,
+    tuning: &RaftTuning,
+    listener: Option<tokio::net::TcpListener>,
+) -> Result<Store> {
+    let db_path = data_dir.join("sled");
+    std::fs::create_dir_all(&db_path).map_err(|source| Error::DataDir {
+        path: db_path.clone(),
+        source,
+    })?;
+    let db = open_db(db_path).await?;
+    let log_store = LogStore::open(&db)?;
+    let log = log_store.clone();
+    let state_machine = StateMachineStore::open(&db)?;
+    let sm = state_machine.shared();
+    let channels = PeerChannels::default();
+    let raft = Raft::new(
+        node_id,
+        Arc::new(tuning.to_openraft()?),
+        PeerNetworkFactory::new(channels.clone()),
+        log_store,
+        state_machine,
+    )
+    .await?;
+    let server = listener
+        .map(|l| PeerServer::start(raft.clone(), node_id, l))
+        .transpose()?;
+    Ok(Store {
+        inner: Arc::new(StoreInner {
+            node_id,
+            raft,
+            sm,
+            log,
+            db,
+            shut_down: AtomicBool::new(false),
+            channels,
+            peer_addr: server.as_ref().map(|s| s.addr),
+            server: tokio::sync::Mutex::new(server),
+        }),
+    })
+}
+
+/// Translates openraft's wait error for `what`.
+pub(crate) fn wait_error(e: WaitError, what: &'static str) -> Error {
+    match e {
+        WaitError::Timeout(waited, _) => Error::Timeout {
+            what,
+            waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+        },
+        WaitError::ShuttingDown => Error::Shutdown,
     }
 }
 

@@ -1,19 +1,21 @@
 //! Pure construction of a container's OCI runtime spec (`config.json`) from the agent's
 //! [`ContainerSpec`] and the image config: command resolution as in Kubernetes, environment
-//! merging, mounts, namespaces, capabilities and the per-container cgroup path. It does no I/O
+//! merging, mounts, namespaces, capabilities, the per-container cgroup path and its resource
+//! limits (`linux.resources`). It does no I/O
 //! except [`write_config`], which saves the result into a bundle directory.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, Mount, RootBuilder, Spec,
+    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, Mount, RootBuilder, Spec,
 };
 
 use crate::error::{Error, Result};
 use crate::image_store::ImageConfig;
-use crate::types::ContainerSpec;
+use crate::types::{ContainerSpec, Resources};
 
 /// `PATH` used when neither the image nor the spec sets one (libcontainer needs it to find
 /// the executable).
@@ -96,6 +98,71 @@ pub fn cgroups_path(pod_uid: &str, container_id: &str) -> PathBuf {
     PathBuf::from(format!("/capstan/{pod_uid}/{container_id}"))
 }
 
+/// CFS period used for CPU limits (the Kubernetes default, 100 ms).
+pub const CFS_PERIOD_US: u64 = 100_000;
+/// Smallest CFS quota the kernel accepts (1 ms).
+const MIN_CFS_QUOTA_US: u64 = 1_000;
+/// cpu.shares bounds (kernel limits).
+const MIN_SHARES: u64 = 2;
+const MAX_SHARES: u64 = 262_144;
+
+/// cpu shares for a CPU request, as Kubernetes computes them (1000m = 1024 shares).
+pub fn cpu_shares(request_millis: u64) -> u64 {
+    (request_millis.saturating_mul(1024) / 1000).clamp(MIN_SHARES, MAX_SHARES)
+}
+
+/// CFS quota (µs per [`CFS_PERIOD_US`]) for a CPU limit, as Kubernetes computes it.
+pub fn cfs_quota(limit_millis: u64) -> u64 {
+    (limit_millis.saturating_mul(CFS_PERIOD_US) / 1000).max(MIN_CFS_QUOTA_US)
+}
+
+fn to_i64(id: &str, what: &str, value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| Error::InvalidSpec {
+        id: id.to_owned(),
+        reason: format!("{what} {value} is too large"),
+    })
+}
+
+/// The OCI `linux.resources` for `resources`; `None` when nothing is limited. Shares come from
+/// the request (or the limit when only a limit is set, as Kubernetes defaults the request).
+pub fn linux_resources(id: &str, resources: &Resources) -> Result<Option<LinuxResources>> {
+    if *resources == Resources::default() {
+        return Ok(None);
+    }
+    let mut b = LinuxResourcesBuilder::default();
+    let shares = resources
+        .cpu_request_millis
+        .or(resources.cpu_limit_millis)
+        .map(cpu_shares);
+    if shares.is_some() || resources.cpu_limit_millis.is_some() {
+        let mut cpu = LinuxCpuBuilder::default();
+        if let Some(shares) = shares {
+            cpu = cpu.shares(shares);
+        }
+        if let Some(limit) = resources.cpu_limit_millis {
+            cpu = cpu
+                .quota(to_i64(id, "cpu quota", cfs_quota(limit))?)
+                .period(CFS_PERIOD_US);
+        }
+        b = b.cpu(cpu.build()?);
+    }
+    if let Some(bytes) = resources.memory_limit_bytes {
+        b = b.memory(
+            LinuxMemoryBuilder::default()
+                .limit(to_i64(id, "memory limit", bytes)?)
+                .build()?,
+        );
+    }
+    if let Some(pids) = resources.pids_limit {
+        b = b.pids(
+            LinuxPidsBuilder::default()
+                .limit(to_i64(id, "pids limit", pids)?)
+                .build()?,
+        );
+    }
+    Ok(Some(b.build()?))
+}
+
 fn namespace(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamespace> {
     let b = LinuxNamespaceBuilder::default().typ(typ);
     Ok(match path {
@@ -104,8 +171,14 @@ fn namespace(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamesp
     })
 }
 
-/// Builds the runtime spec for `spec` running `image` on the root filesystem at `rootfs`.
-pub fn build_spec(spec: &ContainerSpec, image: &ImageConfig, rootfs: &Path) -> Result<Spec> {
+/// Builds the runtime spec for `spec` running `image` on the root filesystem at `rootfs`,
+/// limited by `resources`.
+pub fn build_spec(
+    spec: &ContainerSpec,
+    resources: &Resources,
+    image: &ImageConfig,
+    rootfs: &Path,
+) -> Result<Spec> {
     let plan = resolve_process(spec, image)?;
     let mut oci = Spec::default();
 
@@ -153,6 +226,7 @@ pub fn build_spec(spec: &ContainerSpec, image: &ImageConfig, rootfs: &Path) -> R
         namespace(LinuxNamespaceType::Network, spec.netns_path.as_deref())?,
     ]));
     linux.set_cgroups_path(Some(cgroups_path(&spec.pod_uid, &spec.id)));
+    linux.set_resources(linux_resources(&spec.id, resources)?);
     oci.set_linux(Some(linux));
 
     let mut annotations = std::collections::HashMap::new();
@@ -264,7 +338,7 @@ mod tests {
             netns_path: Some("/run/netns/p1".into()),
             ..spec()
         };
-        let oci = build_spec(&s, &image(), Path::new("/r/rootfs"))?;
+        let oci = build_spec(&s, &Resources::default(), &image(), Path::new("/r/rootfs"))?;
         assert_eq!(oci.hostname().as_deref(), Some("web-0"));
         assert_eq!(
             oci.root().as_ref().map(|r| r.path().clone()),
@@ -312,6 +386,66 @@ mod tests {
             process.args().clone().unwrap_or_default(),
             ["/entry", "serve", "--port=1"]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn no_resources_leave_linux_resources_unset() -> anyhow::Result<()> {
+        let oci = build_spec(&spec(), &Resources::default(), &image(), Path::new("/r"))?;
+        assert!(oci
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().clone())
+            .is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn resources_become_shares_quota_memory_and_pids() -> anyhow::Result<()> {
+        let r = Resources {
+            cpu_request_millis: Some(250),
+            cpu_limit_millis: Some(500),
+            memory_limit_bytes: Some(16 << 20),
+            pids_limit: Some(32),
+        };
+        let oci = build_spec(&spec(), &r, &image(), Path::new("/r"))?;
+        let res = oci
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().clone())
+            .ok_or_else(|| anyhow::anyhow!("no resources"))?;
+        let cpu = res.cpu().clone().unwrap_or_default();
+        assert_eq!(cpu.shares(), Some(256));
+        assert_eq!(cpu.quota(), Some(50_000));
+        assert_eq!(cpu.period(), Some(100_000));
+        assert_eq!(
+            res.memory().as_ref().and_then(|m| m.limit()),
+            Some(16 << 20)
+        );
+        assert_eq!(res.pids().as_ref().map(|p| p.limit()), Some(32));
+        Ok(())
+    }
+
+    #[test]
+    fn cpu_conversions_match_kubernetes_and_stay_in_kernel_bounds() {
+        assert_eq!(cpu_shares(1000), 1024);
+        assert_eq!(cpu_shares(1), 2);
+        assert_eq!(cpu_shares(u64::MAX), 262_144);
+        assert_eq!(cfs_quota(1500), 150_000);
+        assert_eq!(cfs_quota(1), 1_000);
+    }
+
+    #[test]
+    fn a_limit_alone_also_sets_shares_like_a_defaulted_request() -> anyhow::Result<()> {
+        let r = Resources {
+            cpu_limit_millis: Some(2000),
+            ..Default::default()
+        };
+        let res = linux_resources("c1", &r)?.ok_or_else(|| anyhow::anyhow!("none"))?;
+        let cpu = res.cpu().clone().unwrap_or_default();
+        assert_eq!(cpu.shares(), Some(2048));
+        assert_eq!(cpu.quota(), Some(200_000));
+        assert!(res.memory().is_none() && res.pids().is_none());
         Ok(())
     }
 }

@@ -82,6 +82,9 @@ pub enum Error {
     /// The OCI runtime spec could not be built or saved.
     #[error("oci spec: {0}")]
     OciSpec(#[from] oci_spec::OciSpecError),
+    /// Pulling an image from a registry failed.
+    #[error(transparent)]
+    Pull(#[from] crate::pull::PullError),
     /// libcontainer failed (only inside the shim).
     #[error("libcontainer: {0}")]
     Container(#[from] libcontainer::error::LibcontainerError),

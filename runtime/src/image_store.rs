@@ -1,8 +1,9 @@
 //! The local image store: content-addressed blobs (`<root>/images/blobs/sha256/<hex>`, digests
 //! verified on import), a name → manifest-digest index (`<root>/images/refs.json`), and unpacked
 //! layers shared by all containers (`<root>/layers/<hex>/`, unpacked once, atomically).
-//! It owns importing OCI image layout archives and resolving references; it must not mount
-//! anything or know about containers.
+//! It owns importing OCI image layout archives, accepting verified downloads from the puller,
+//! naming and resolving references; it must not mount anything, know about containers or talk
+//! to registries.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -310,6 +311,107 @@ impl ImageStore {
         fs::rename(&tmp, &dest).map_err(Error::io("rename blob", &dest))
     }
 
+    /// True if the blob `digest` is in the store (so a pull need not download it).
+    pub fn has_blob(&self, digest: &str) -> Result<bool> {
+        Ok(self.blob_path(digest)?.is_file())
+    }
+
+    /// A fresh, unique path in the store's tmp dir for downloading `digest` into; hand the
+    /// file to [`ImageStore::ingest_file`] when complete.
+    pub(crate) fn download_path(&self, digest: &str) -> Result<PathBuf> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Ok(self.images.join("tmp").join(format!(
+            "dl-{}-{}-{n}",
+            sha256_hex(digest)?,
+            std::process::id()
+        )))
+    }
+
+    /// Moves a downloaded file into the blob store after checking it hashes to `digest`; the
+    /// file is removed on a mismatch, so unverified content never enters the store.
+    pub(crate) fn ingest_file(&self, digest: &str, tmp: &Path) -> Result<()> {
+        let dest = self.blob_path(digest)?;
+        let verified = (|| {
+            let mut file = File::open(tmp).map_err(Error::io("open download", tmp))?;
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut file, &mut hasher).map_err(Error::io("read download", tmp))?;
+            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            if actual != digest {
+                return Err(Error::InvalidImage {
+                    what: digest.to_owned(),
+                    reason: format!("content hashes to {actual}"),
+                });
+            }
+            file.sync_all().map_err(Error::io("sync blob", tmp))?;
+            fs::rename(tmp, &dest).map_err(Error::io("rename blob", &dest))
+        })();
+        if verified.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        verified
+    }
+
+    /// Stores an in-memory blob (a manifest) after checking it hashes to `digest`.
+    pub(crate) fn store_bytes(&self, digest: &str, mut bytes: &[u8]) -> Result<()> {
+        if self.has_blob(digest)? {
+            return Ok(());
+        }
+        self.store_blob(digest, &mut bytes)
+    }
+
+    /// Names the manifest `digest` (whose config and layers must all be stored) `name`.
+    pub fn record_image(&self, name: &str, digest: &str) -> Result<ImageInfo> {
+        self.check_manifest(digest)?;
+        let name = normalize_reference(name);
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut refs = self.read_refs()?;
+        refs.insert(name.clone(), digest.to_owned());
+        self.write_refs(&refs)?;
+        drop(_guard);
+        self.info_of(name, digest.to_owned())
+    }
+
+    fn info_of(&self, name: String, digest: String) -> Result<ImageInfo> {
+        let manifest: Manifest = self.read_json(&digest)?;
+        let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        Ok(ImageInfo { name, digest, size })
+    }
+
+    /// The named image `reference` resolves to, or `None` if it is not in the store.
+    pub fn get(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        match self.resolve(reference) {
+            Ok(image) => self.info_of(image.name, image.digest).map(Some),
+            Err(Error::ImageNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the image `source` resolves to the additional name `target`.
+    pub fn tag(&self, source: &str, target: &str) -> Result<ImageInfo> {
+        let image = self.resolve(source)?;
+        self.record_image(target, &image.digest)
+    }
+
+    /// Removes the name `reference` (normalised) from the store and returns what it named.
+    /// Blobs and unpacked layers stay (containers may use them); nothing collects them yet.
+    pub fn remove(&self, reference: &str) -> Result<ImageInfo> {
+        let name = normalize_reference(reference);
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut refs = self.read_refs()?;
+        let key = if refs.contains_key(&name) {
+            name
+        } else {
+            reference.to_owned()
+        };
+        let digest = refs.remove(&key).ok_or_else(|| Error::ImageNotFound {
+            reference: reference.to_owned(),
+        })?;
+        self.write_refs(&refs)?;
+        drop(_guard);
+        self.info_of(key, digest)
+    }
+
     fn check_manifest(&self, digest: &str) -> Result<()> {
         let manifest: Manifest = self.read_json(digest)?;
         for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
@@ -328,9 +430,7 @@ impl ImageStore {
         let refs = self.read_refs()?;
         let mut out = Vec::new();
         for (name, digest) in refs {
-            let manifest: Manifest = self.read_json(&digest)?;
-            let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
-            out.push(ImageInfo { name, digest, size });
+            out.push(self.info_of(name, digest)?);
         }
         Ok(out)
     }

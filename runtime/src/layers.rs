@@ -1,4 +1,4 @@
-//! Unpacking one image layer (a tar, gzip-compressed or not) into its own directory so that it
+//! Unpacking one image layer (a tar, gzip- or zstd-compressed or not) into its own directory so that it
 //! can serve directly as an overlayfs lower dir. Owns whiteout translation: OCI `.wh.<name>`
 //! entries become overlay whiteouts (0/0 character devices) and `.wh..wh..opq` marks the
 //! directory opaque (`trusted.overlay.opaque=y`). It must not know about images or containers.
@@ -67,10 +67,13 @@ pub fn decompressed(reader: impl Read + 'static) -> Result<Box<dyn Read>> {
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(GzDecoder::new(buf)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Err(Error::InvalidImage {
-            what: "layer".into(),
-            reason: "zstd layers are not supported".into(),
-        })
+        // One zstd frame per layer, as `zstd`/containerd write them.
+        let decoder =
+            ruzstd::decoding::StreamingDecoder::new(buf).map_err(|e| Error::InvalidImage {
+                what: "layer".into(),
+                reason: format!("bad zstd frame: {e}"),
+            })?;
+        Ok(Box::new(decoder))
     } else {
         Ok(Box::new(buf))
     }
@@ -199,6 +202,20 @@ mod tests {
             xattr::get(dir.path().join("var"), OPAQUE_XATTR)?,
             Some(b"y".to_vec())
         );
+        Ok(())
+    }
+
+    #[test]
+    fn zstd_layers_are_decompressed() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let data = tar_with(&[("etc/", None), ("etc/hostname", Some(b"zbox\n"))])?;
+        let compressed = ruzstd::encoding::compress_to_vec(
+            data.as_slice(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        assert!(compressed.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]));
+        unpack_layer(decompressed(std::io::Cursor::new(compressed))?, dir.path())?;
+        assert_eq!(fs::read(dir.path().join("etc/hostname"))?, b"zbox\n");
         Ok(())
     }
 }

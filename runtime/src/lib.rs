@@ -1,10 +1,11 @@
-//! Capstan's node-level container runtime. It owns images on disk (OCI layouts imported into a
-//! content-addressed store, layers unpacked once), per-container overlay root filesystems, and a
-//! daemonless per-container shim that runs the container through youki's libcontainer, writes
+//! Capstan's node-level container runtime. It owns images on disk (OCI layouts imported or
+//! pulled from registries into a content-addressed store, layers unpacked once), per-container
+//! overlay root filesystems with cgroup resource limits, and a daemonless per-container shim that runs the container through youki's libcontainer, writes
 //! CRI logs and persists state so the agent can restart without disturbing containers.
 //! It does not schedule, retry or restart containers: the agent above decides that.
 //!
-//! All operations are blocking; async callers use `spawn_blocking`.
+//! All operations are blocking (async callers use `spawn_blocking`), except registry pulls
+//! ([`Puller`]), which are async.
 
 pub mod bundle;
 pub mod busybox;
@@ -14,6 +15,9 @@ pub mod image_store;
 pub mod layers;
 pub mod layout;
 pub mod logs;
+pub mod pull;
+pub mod pull_policy;
+pub mod registry;
 pub mod rootfs;
 mod runtime;
 pub mod shim;
@@ -22,9 +26,12 @@ mod types;
 
 pub use error::{Error, Result};
 pub use image_store::{Image, ImageConfig, ImageInfo, ImageStore};
+pub use pull::{PullError, PullEvent, PullProgress, PullStats, Puller};
+pub use pull_policy::{PullAction, PullPolicy};
+pub use registry::{RegistryAuth, RegistrySettings};
 pub use runtime::Runtime;
 pub use shim::shim_main;
-pub use types::{ContainerSpec, ContainerState, ContainerStatus, RuntimeConfig};
+pub use types::{ContainerSpec, ContainerState, ContainerStatus, Resources, RuntimeConfig};
 
 #[cfg(test)]
 mod tests {

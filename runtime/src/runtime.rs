@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -18,10 +19,12 @@ use crate::bundle;
 use crate::error::{Error, Result};
 use crate::image_store::{write_atomic, ImageStore};
 use crate::layout::{valid_id, ContainerPaths};
+use crate::pull::Puller;
+use crate::registry::RegistrySettings;
 use crate::rootfs;
 use crate::shim::{cleanup_args, run_args, StopRequest};
 use crate::state::{Phase, ProcId, ShimState};
-use crate::types::{ContainerSpec, ContainerStatus, RuntimeConfig};
+use crate::types::{ContainerSpec, ContainerStatus, Resources, RuntimeConfig};
 
 /// How long `start_container` waits for the shim to report running or failed.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,7 +38,7 @@ const POLL: Duration = Duration::from_millis(20);
 pub struct Runtime {
     root: PathBuf,
     shim_exe: PathBuf,
-    images: ImageStore,
+    images: Arc<ImageStore>,
 }
 
 impl Runtime {
@@ -45,7 +48,7 @@ impl Runtime {
             let d = cfg.root.join(dir);
             fs::create_dir_all(&d).map_err(Error::io("create runtime dir", &d))?;
         }
-        let images = ImageStore::open(&cfg.root)?;
+        let images = Arc::new(ImageStore::open(&cfg.root)?);
         Ok(Runtime {
             root: cfg.root,
             shim_exe: cfg.shim_exe,
@@ -56,6 +59,12 @@ impl Runtime {
     /// The node's image store.
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    /// A puller that stores into this runtime's image store (share it: concurrent pulls of
+    /// one reference are deduplicated per puller).
+    pub fn puller(&self, settings: RegistrySettings) -> Puller {
+        Puller::new(Arc::clone(&self.images), settings)
     }
 
     fn paths(&self, id: &str) -> ContainerPaths {
@@ -72,6 +81,16 @@ impl Runtime {
     /// `Ok` with state `Exited { reason: "StartError", .. }`, its cause written to the log;
     /// `Err` means the runtime itself failed.
     pub fn start_container(&self, spec: &ContainerSpec) -> Result<ContainerStatus> {
+        self.start_container_with(spec, &Resources::default())
+    }
+
+    /// [`Runtime::start_container`] with cgroup limits: cpu shares and CFS quota, memory and
+    /// pids limits. A container killed by its memory limit exits with reason `OOMKilled`.
+    pub fn start_container_with(
+        &self,
+        spec: &ContainerSpec,
+        resources: &Resources,
+    ) -> Result<ContainerStatus> {
         for (what, value) in [("id", &spec.id), ("pod_uid", &spec.pod_uid)] {
             if !valid_id(value) {
                 return Err(Error::InvalidSpec {
@@ -90,7 +109,7 @@ impl Runtime {
         let lowers = self.images.layer_dirs(&image)?;
         fs::create_dir_all(&paths.bundle).map_err(Error::io("create bundle", &paths.bundle))?;
         let prepared = rootfs::mount_overlay(&lowers, &paths.upper, &paths.work, &paths.rootfs)
-            .and_then(|()| bundle::build_spec(spec, &image.config, &paths.rootfs))
+            .and_then(|()| bundle::build_spec(spec, resources, &image.config, &paths.rootfs))
             .and_then(|oci| bundle::write_config(&oci, &paths.bundle))
             .and_then(|()| self.initial_state(spec).save(&paths.state));
         if let Err(e) = prepared {

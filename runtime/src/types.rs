@@ -1,5 +1,5 @@
-//! The public value types of the runtime: what the agent asks for (`ContainerSpec`) and what it
-//! gets back (`ContainerStatus`, `ContainerState`). Plain data, no I/O.
+//! The public value types of the runtime: what the agent asks for (`ContainerSpec`, `Resources`)
+//! and what it gets back (`ContainerStatus`, `ContainerState`). Plain data, no I/O.
 
 use std::path::PathBuf;
 
@@ -41,6 +41,20 @@ pub struct ContainerSpec {
     pub hostname: String,
     /// Network namespace to join; `None` creates a fresh one.
     pub netns_path: Option<PathBuf>,
+}
+
+/// cgroup limits of a container in plain units (the agent converts Kubernetes quantities).
+/// `None` leaves the kernel default (unlimited, or 1024 cpu shares).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU request in millicores; sets cpu shares (relative weight under contention).
+    pub cpu_request_millis: Option<u64>,
+    /// CPU limit in millicores; sets the CFS quota per 100 ms period.
+    pub cpu_limit_millis: Option<u64>,
+    /// Memory limit in bytes; exceeding it gets the container OOM-killed (`OOMKilled`).
+    pub memory_limit_bytes: Option<u64>,
+    /// Maximum number of processes and threads in the container.
+    pub pids_limit: Option<u64>,
 }
 
 /// Observed status of one container.

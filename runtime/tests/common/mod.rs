@@ -21,19 +21,25 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> anyhow::Result<Harness> {
+        let h = Harness::empty()?;
+        let archive = h.root.join("busybox.tar");
+        runtime::busybox::build_image_archive(
+            Path::new("/bin/busybox"),
+            &archive,
+            "busybox:latest",
+        )?;
+        h.rt().images().import_archive(&archive, None)?;
+        Ok(h)
+    }
+
+    /// A harness whose image store is empty (for pulls).
+    pub fn empty() -> anyhow::Result<Harness> {
         let dir = tempfile::Builder::new().prefix("capstan-rt-").tempdir()?;
         let root = dir.path().to_path_buf();
         let rt = Runtime::new(RuntimeConfig {
             root: root.clone(),
             shim_exe: PathBuf::from(SHIM),
         })?;
-        let archive = root.join("busybox.tar");
-        runtime::busybox::build_image_archive(
-            Path::new("/bin/busybox"),
-            &archive,
-            "busybox:latest",
-        )?;
-        rt.images().import_archive(&archive, None)?;
         let pod_uid = format!(
             "pod-{}",
             root.file_name()

@@ -1,5 +1,6 @@
-//! Wires one Capstan server process: the raft store, the API server, the root supervisor with
-//! the scheduler and this node's agent, and the gRPC endpoint. Owns start-up order and shutdown;
+//! Wires Capstan processes: a server (raft store, API server, root supervisor with the
+//! scheduler, controllers and this node's agent, gRPC endpoint) or an agent-only node that
+//! joins a remote server. Owns start-up order and shutdown;
 //! holds no logic of its own.
 
 use std::future::Future;
@@ -10,9 +11,11 @@ use std::sync::Arc;
 use ractor::Actor;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::agent::network::{PodNetwork, PodNetworkConfig};
 use crate::agent::{self, AgentContext, NodeAgent};
 use crate::apiserver::{ApiService, Registry};
 use crate::controllers::decide_node::LifecycleConfig;
+use crate::controllers::node_ipam::{self, NodeIpam, NodeIpamArgs};
 use crate::controllers::node_lifecycle::{self, NodeLifecycle, NodeLifecycleArgs};
 use crate::error::{Error, Result};
 use crate::node_service::{pb, DebugService, NodeService};
@@ -45,11 +48,40 @@ pub struct ServerConfig {
     pub enable_debug_service: bool,
     /// When silent nodes turn `Ready=Unknown` and their pods are evicted.
     pub node_lifecycle: LifecycleConfig,
+    /// The cluster's pod CIDR, split into per-node subnets.
+    pub cluster_cidr: net::ClusterCidr,
+    /// This node's bridge pod network (`None`: pods get loopback only).
+    pub pod_network: Option<PodNetworkConfig>,
 }
 
-/// Runs a server until `shutdown` resolves. `on_ready` gets the bound address.
+/// Settings of an agent-only process (`capstan agent`): a node that joins a remote server.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The API server's URL.
+    pub server_url: String,
+    /// Where the runtime keeps its data.
+    pub data_dir: PathBuf,
+    /// Listen address of this node's service (logs, debug).
+    pub listen: SocketAddr,
+    /// This node's name.
+    pub node_name: String,
+    /// The address reported for this node and as its pods' hostIP.
+    pub host_ip: String,
+    /// The `capstan` executable, re-executed as the per-container shim.
+    pub shim_exe: PathBuf,
+    /// Where pod network namespaces are bind-mounted.
+    pub netns_dir: PathBuf,
+    /// Serve the debug service (kill actors by name). Off in production.
+    pub enable_debug_service: bool,
+    /// This node's bridge pod network (`None`: pods get loopback only).
+    pub pod_network: Option<PodNetworkConfig>,
+}
+
+/// Runs a server until `shutdown` resolves. `on_ready` gets the bound address. With
+/// `run_agent` false the server runs no node agent (a control-plane-only server).
 pub async fn run(
     cfg: ServerConfig,
+    run_agent: bool,
     on_ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -61,55 +93,172 @@ pub async fn run(
     let registry = Registry::new(store.clone());
     registry.ensure_namespace("default").await?;
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| Error::FailedPrecondition(format!("cannot listen on {}: {e}", cfg.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
-
-    let runtime = Arc::new(runtime::Runtime::new(runtime::RuntimeConfig {
-        root: cfg.data_dir.join("runtime"),
-        shim_exe: cfg.shim_exe.clone(),
-    })?);
-    let netns = Arc::new(net::NetnsManager::new(cfg.netns_dir.clone())?);
-    let client = api::client::Client::connect_lazy(format!("http://{addr}"))
-        .map_err(|e| Error::Client(e.to_string()))?;
-    let ctx = AgentContext {
-        node_name: cfg.node_name.clone(),
-        host_ip: cfg.host_ip.clone(),
-        client,
-        runtime,
-        netns,
-    };
-
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let debug = cfg
-        .enable_debug_service
-        .then(|| pb::debug_service_server::DebugServiceServer::new(DebugService));
-    let grpc = tonic::transport::Server::builder()
-        .add_service(api::v1::api_server::ApiServer::new(ApiService::new(
-            registry.clone(),
-        )))
-        .add_service(pb::node_service_server::NodeServiceServer::new(
-            NodeService::new(ctx.clone()),
-        ))
-        .add_optional_service(debug)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = stop_rx.await;
-        });
-    let grpc = tokio::spawn(grpc);
+    let (listener, addr) = listen(cfg.listen).await?;
+    let ctx = agent_context(
+        format!("http://{addr}"),
+        format!("http://{addr}"),
+        &cfg.node_name,
+        &cfg.host_ip,
+        &cfg.data_dir,
+        &cfg.shim_exe,
+        &cfg.netns_dir,
+        cfg.pod_network.clone(),
+    )?;
+    let mut endpoint = Endpoint::serve(
+        listener,
+        Some(registry.clone()),
+        ctx.clone(),
+        cfg.enable_debug_service,
+    );
     tracing::info!(addr = %addr, node = %cfg.node_name, "API server listening");
 
-    let children = vec![
+    let mut children = vec![
         scheduler_child(registry.clone()),
+        node_ipam_child(NodeIpamArgs {
+            registry: registry.clone(),
+            cluster: cfg.cluster_cidr.clone(),
+        }),
         node_lifecycle_child(NodeLifecycleArgs {
             registry: registry.clone(),
             config: cfg.node_lifecycle,
         }),
-        agent_child(ctx),
     ];
-    let (root, root_handle) = Actor::spawn(
+    if run_agent {
+        children.push(agent_child(ctx));
+    }
+    let (root, root_handle) = spawn_root(children).await?;
+    on_ready(addr);
+    wait_for_stop(shutdown, root_handle).await;
+    stop_root(&root).await;
+    endpoint.begin_stop();
+    store.shutdown().await?;
+    endpoint.finish().await;
+    tracing::info!("stopped; containers keep running under their shims");
+    Ok(())
+}
+
+/// Runs a node agent that joins the server at `cfg.server_url`, until `shutdown` resolves.
+pub async fn run_agent(
+    cfg: AgentConfig,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let (listener, addr) = listen(cfg.listen).await?;
+    let ctx = agent_context(
+        cfg.server_url.clone(),
+        format!("http://{addr}"),
+        &cfg.node_name,
+        &cfg.host_ip,
+        &cfg.data_dir,
+        &cfg.shim_exe,
+        &cfg.netns_dir,
+        cfg.pod_network.clone(),
+    )?;
+    let mut endpoint = Endpoint::serve(listener, None, ctx.clone(), cfg.enable_debug_service);
+    tracing::info!(addr = %addr, node = %cfg.node_name, server = %cfg.server_url, "node agent listening");
+    let (root, root_handle) = spawn_root(vec![agent_child(ctx)]).await?;
+    on_ready(addr);
+    wait_for_stop(shutdown, root_handle).await;
+    stop_root(&root).await;
+    endpoint.begin_stop();
+    endpoint.finish().await;
+    tracing::info!("stopped; containers keep running under their shims");
+    Ok(())
+}
+
+async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("cannot listen on {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+    Ok((listener, bound))
+}
+
+fn agent_context(
+    server_url: String,
+    node_service_url: String,
+    node_name: &str,
+    host_ip: &str,
+    data_dir: &std::path::Path,
+    shim_exe: &std::path::Path,
+    netns_dir: &std::path::Path,
+    pod_network: Option<PodNetworkConfig>,
+) -> Result<AgentContext> {
+    let runtime = Arc::new(runtime::Runtime::new(runtime::RuntimeConfig {
+        root: data_dir.join("runtime"),
+        shim_exe: shim_exe.to_path_buf(),
+    })?);
+    let netns = Arc::new(net::NetnsManager::new(netns_dir.to_path_buf())?);
+    let client =
+        api::client::Client::connect_lazy(server_url).map_err(|e| Error::Client(e.to_string()))?;
+    Ok(AgentContext {
+        node_name: node_name.to_string(),
+        host_ip: host_ip.to_string(),
+        node_service_url,
+        client,
+        runtime,
+        netns,
+        network: pod_network.map(|c| Arc::new(PodNetwork::new(c))),
+    })
+}
+
+/// The process's gRPC endpoint: the API (servers only), the node service and the optional
+/// debug service.
+struct Endpoint {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+}
+
+impl Endpoint {
+    fn serve(
+        listener: tokio::net::TcpListener,
+        registry: Option<Registry>,
+        ctx: AgentContext,
+        debug: bool,
+    ) -> Endpoint {
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let api = registry.map(|r| api::v1::api_server::ApiServer::new(ApiService::new(r)));
+        let debug = debug.then(|| pb::debug_service_server::DebugServiceServer::new(DebugService));
+        let grpc = tonic::transport::Server::builder()
+            .add_optional_service(api)
+            .add_service(pb::node_service_server::NodeServiceServer::new(
+                NodeService::new(ctx),
+            ))
+            .add_optional_service(debug)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            });
+        Endpoint {
+            stop,
+            task: tokio::spawn(grpc),
+        }
+    }
+
+    fn begin_stop(&mut self) {
+        let (tx, _) = tokio::sync::oneshot::channel();
+        let _ = std::mem::replace(&mut self.stop, tx).send(());
+    }
+
+    /// Open client streams must not hold the process: the endpoint gets a few seconds to drain.
+    async fn finish(self) {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("gRPC connections still open after the grace period; closing them");
+        }
+    }
+}
+
+async fn spawn_root(
+    children: Vec<ChildSpec>,
+) -> Result<(
+    ractor::ActorRef<crate::supervisor::SupervisorMsg>,
+    tokio::task::JoinHandle<()>,
+)> {
+    Actor::spawn(
         Some(ROOT.to_string()),
         Supervisor,
         SupervisorArgs {
@@ -121,27 +270,26 @@ pub async fn run(
     .map_err(|e| Error::Actor {
         actor: ROOT.into(),
         reason: e.to_string(),
-    })?;
-    on_ready(addr);
+    })
+}
 
+async fn wait_for_stop(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    root_handle: tokio::task::JoinHandle<()>,
+) {
     tokio::select! {
         _ = shutdown => tracing::info!("shutting down"),
         _ = root_handle => tracing::error!("root supervisor exited; shutting down"),
     }
-    // Actors first (they stop their watch tasks), then the endpoint, then the store; open
-    // client streams must not hold the process: the endpoint gets a few seconds to drain.
+}
+
+/// Actors stop first: they end their watch tasks, so no stream holds the endpoint open.
+async fn stop_root(root: &ractor::ActorRef<crate::supervisor::SupervisorMsg>) {
     if root.get_status() == ractor::ActorStatus::Running {
         let _ = root
             .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_GRACE))
             .await;
     }
-    let _ = stop_tx.send(());
-    store.shutdown().await?;
-    if tokio::time::timeout(SHUTDOWN_GRACE, grpc).await.is_err() {
-        tracing::warn!("gRPC connections still open after the grace period; closing them");
-    }
-    tracing::info!("stopped; containers keep running under their shims");
-    Ok(())
 }
 
 fn scheduler_child(registry: Registry) -> ChildSpec {
@@ -157,6 +305,20 @@ fn scheduler_child(registry: Registry) -> ChildSpec {
                     sup,
                 )
                 .await?;
+                Ok(r.get_cell())
+            })
+        }),
+    }
+}
+
+fn node_ipam_child(args: NodeIpamArgs) -> ChildSpec {
+    ChildSpec {
+        id: node_ipam::NAME.to_string(),
+        start: Arc::new(move |sup| {
+            let args = args.clone();
+            Box::pin(async move {
+                let name = Some(node_ipam::NAME.to_string());
+                let (r, _) = Actor::spawn_linked(name, NodeIpam, args, sup).await?;
                 Ok(r.get_cell())
             })
         }),

@@ -3,6 +3,9 @@
 //! everything it started (pods, shims, network namespaces, processes) also when a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agent;
+pub use agent::Agent;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -64,6 +67,8 @@ pub fn must_eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> 
 /// One `capstan server` process with its own data dir, netns dir and port.
 pub struct Server {
     dir: tempfile::TempDir,
+    /// The network namespace the server runs in (its "host"), made by the test.
+    host_netns: String,
     netns_dir: PathBuf,
     port: u16,
     child: Option<Child>,
@@ -86,8 +91,10 @@ impl Server {
             .to_string_lossy()
             .to_string();
         let netns_dir = PathBuf::from(format!("/run/{tag}/netns"));
+        let host_netns = make_host_netns(&tag);
         let mut s = Server {
             dir,
+            host_netns,
             netns_dir,
             port: 0,
             child: None,
@@ -131,7 +138,7 @@ impl Server {
             .open(self.log_path())
             .unwrap();
         let start_len = log.metadata().unwrap().len() as usize;
-        let mut cmd = Command::new(capstan_bin());
+        let mut cmd = in_netns(&self.host_netns);
         cmd.arg("server")
             .arg("--data-dir")
             .arg(self.data_dir())
@@ -149,23 +156,9 @@ impl Server {
         if self.debug {
             cmd.arg("--enable-debug-service");
         }
-        self.child = Some(cmd.spawn().unwrap());
-        let log_path = self.log_path();
-        let port = must_eventually(Duration::from_secs(60), "the server to be ready", || {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!(
-                    "server exited early ({status}): {}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
-            }
-            let text = std::fs::read_to_string(&log_path).ok()?;
-            let line = text
-                .get(start_len..)?
-                .lines()
-                .find(|l| l.contains("capstan server ready"))?
-                .to_string();
-            line.rsplit(':').next()?.trim().parse::<u16>().ok()
-        });
+        let (child, port) =
+            spawn_until_ready(cmd, &self.log_path(), start_len, "capstan server ready");
+        self.child = Some(child);
         self.port = port;
         // The node registers itself right after start.
         must_eventually(Duration::from_secs(30), "the node to be Ready", || {
@@ -179,20 +172,8 @@ impl Server {
 
     /// Stops the server with SIGTERM and waits for it (containers keep running).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if let Some(child) = self.child.take() {
+            terminate(child);
         }
     }
 
@@ -204,7 +185,7 @@ impl Server {
 
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(capstan_bin());
+        let mut cmd = in_netns(&self.host_netns);
         if self.port != 0 {
             cmd.env("CAPSTAN_SERVER", self.url());
         }
@@ -258,6 +239,11 @@ impl Server {
         .unwrap()
     }
 
+    /// The network namespace the server runs in.
+    pub fn host_netns(&self) -> &str {
+        &self.host_netns
+    }
+
     /// The server log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
@@ -267,40 +253,39 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if self.child.is_some() {
-            // Delete pods through the API first, so the agent stops their containers itself.
-            let out = self.cli(&["get", "pods", "-A", "-o", "json"]);
-            if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
-                for p in list["items"].as_array().cloned().unwrap_or_default() {
-                    let (ns, name) = (
-                        p["metadata"]["namespace"].as_str(),
-                        p["metadata"]["name"].as_str(),
-                    );
-                    if let (Some(ns), Some(name)) = (ns, name) {
-                        let _ = self.cli(&["delete", "pod", name, "-n", ns, "--timeout", "30"]);
-                    }
-                }
+            // Delete pods through the API first, so this node's agent stops their containers
+            // itself; pods of agents that are gone already are left to the leftover sweep.
+            let pods = || -> Vec<(String, String, String)> {
+                let out = self.cli(&["get", "pods", "-A", "-o", "json"]);
+                let list: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                items
+                    .iter()
+                    .map(|p| {
+                        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+                        (
+                            s(&p["metadata"]["namespace"]),
+                            s(&p["metadata"]["name"]),
+                            s(&p["spec"]["nodeName"]),
+                        )
+                    })
+                    .collect()
+            };
+            for (ns, name, _) in pods() {
+                let _ = self.cli(&["delete", "pod", &name, "-n", &ns, "--wait=false"]);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && pods().iter().any(|(_, _, node)| *node == self.node)
+            {
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
         self.stop();
-        // Whatever is left (a test that failed half-way): stop and remove it directly.
-        if let Ok(rt) = runtime::Runtime::new(runtime::RuntimeConfig {
-            root: self.data_dir().join("runtime"),
-            shim_exe: capstan_bin(),
-        }) {
-            for c in rt.list_containers().unwrap_or_default() {
-                let _ = rt.stop_container(&c.id, Duration::from_secs(2));
-                let _ = rt.remove_container(&c.id);
-            }
-        }
-        if let Ok(mgr) = net::NetnsManager::new(self.netns_dir.clone()) {
-            for ns in mgr.list().unwrap_or_default() {
-                let _ = mgr.delete(&ns);
-            }
-        }
-        if let Some(run_dir) = self.netns_dir.parent() {
-            let _ = nix::mount::umount2(&self.netns_dir, nix::mount::MntFlags::MNT_DETACH);
-            let _ = std::fs::remove_dir_all(run_dir);
-        }
+        remove_node_leftovers(&self.data_dir(), &self.netns_dir);
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.host_netns])
+            .status();
     }
 }
 
@@ -316,4 +301,99 @@ pub fn example(name: &str) -> String {
         .join(name)
         .to_string_lossy()
         .to_string()
+}
+
+/// Spawns `cmd` (stderr already sent to `log`) and waits for `marker` in the log after byte
+/// `start_len`; returns the child and the port printed at the end of the marker line.
+pub(crate) fn spawn_until_ready(
+    mut cmd: Command,
+    log: &Path,
+    start_len: usize,
+    marker: &str,
+) -> (Child, u16) {
+    let mut child = cmd.spawn().unwrap();
+    let port = must_eventually(Duration::from_secs(60), marker, || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "process exited early ({status}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        let text = std::fs::read_to_string(log).ok()?;
+        let line = text
+            .get(start_len..)?
+            .lines()
+            .find(|l| l.contains(marker))?
+            .to_string();
+        line.rsplit(':').next()?.trim().parse::<u16>().ok()
+    });
+    (child, port)
+}
+
+/// Sends SIGTERM to `child` and waits up to 30 s (then SIGKILL).
+pub(crate) fn terminate(mut child: Child) {
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops and removes whatever containers and network namespaces a node left (a test that
+/// failed half-way), and the node's private netns mount.
+pub(crate) fn remove_node_leftovers(data_dir: &Path, netns_dir: &Path) {
+    if let Ok(rt) = runtime::Runtime::new(runtime::RuntimeConfig {
+        root: data_dir.join("runtime"),
+        shim_exe: capstan_bin(),
+    }) {
+        for c in rt.list_containers().unwrap_or_default() {
+            let _ = rt.stop_container(&c.id, Duration::from_secs(2));
+            let _ = rt.remove_container(&c.id);
+        }
+    }
+    if let Ok(mgr) = net::NetnsManager::new(netns_dir.to_path_buf()) {
+        for ns in mgr.list().unwrap_or_default() {
+            let _ = mgr.delete(&ns);
+        }
+    }
+    if let Some(run_dir) = netns_dir.parent() {
+        let _ = nix::mount::umount2(netns_dir, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(run_dir);
+    }
+}
+
+/// Creates the network namespace a test node runs in (its "host"), with loopback up. Every
+/// server and agent of the tests runs inside one, so pod bridges, veths and routes never touch
+/// the machine's own network.
+pub(crate) fn make_host_netns(tag: &str) -> String {
+    let suffix: String = tag.chars().rev().take(8).collect();
+    let name = format!("capstan-t-{suffix}");
+    let ok = Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ip netns add {name} failed");
+    let ok = Command::new("ip")
+        .args(["-n", &name, "link", "set", "lo", "up"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cannot bring lo up in {name}");
+    name
+}
+
+/// A `capstan` command that runs in network namespace `netns` (only the network namespace is
+/// entered, so bind mounts the process makes stay visible to the test).
+pub(crate) fn in_netns(netns: &str) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{netns}"))
+        .arg("--")
+        .arg(capstan_bin());
+    cmd
 }

@@ -21,25 +21,19 @@ fn phase_of(obj: &api::v1::Object) -> Option<(String, String)> {
 #[test]
 fn hello_pod_goes_pending_running_succeeded_and_its_log_is_readable() {
     let server = Server::start(false);
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let url = server.url();
-    let phases = rt.spawn(async move {
-        let client = api::client::Client::connect(url).await.unwrap();
-        let mut events = client.watch(Kind::Pod, "default", "", "").await.unwrap();
-        let mut seen: Vec<String> = Vec::new();
-        while let Some(ev) = events.next().await {
-            let ev = ev.unwrap();
-            let Some((name, phase)) = ev.object.as_ref().and_then(phase_of) else {
-                continue;
-            };
-            if name == "hello" && seen.last() != Some(&phase) {
-                seen.push(phase.clone());
-            }
-            if phase == "Succeeded" || phase == "Failed" {
-                return seen;
-            }
-        }
-        seen
+    let netns = format!("/run/netns/{}", server.host_netns());
+    // The watcher runs inside the server's network namespace, where its API listens.
+    let (tx, phases) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let seen = net::run_in_netns(std::path::Path::new(&netns), move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(watch_phases(url))
+        });
+        let _ = tx.send(seen.unwrap());
     });
     std::thread::sleep(Duration::from_millis(300));
 
@@ -47,21 +41,45 @@ fn hello_pod_goes_pending_running_succeeded_and_its_log_is_readable() {
     assert_eq!(out.trim(), "pod/hello created");
 
     let pod = server.must_pod_phase("hello", "Succeeded", Duration::from_secs(90));
-    let seen = rt
-        .block_on(async { tokio::time::timeout(Duration::from_secs(10), phases).await })
-        .unwrap()
-        .unwrap();
+    let seen = phases.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(
         seen,
         vec!["Pending", "Running", "Succeeded"],
         "server log:\n{}",
         server.log()
     );
+    check_finished(&server, &pod);
+}
 
+async fn watch_phases(url: String) -> Vec<String> {
+    let client = api::client::Client::connect(url).await.unwrap();
+    let mut events = client.watch(Kind::Pod, "default", "", "").await.unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    while let Some(ev) = events.next().await {
+        let ev = ev.unwrap();
+        let Some((name, phase)) = ev.object.as_ref().and_then(phase_of) else {
+            continue;
+        };
+        if name == "hello" && seen.last() != Some(&phase) {
+            seen.push(phase.clone());
+        }
+        if phase == "Succeeded" || phase == "Failed" {
+            return seen;
+        }
+    }
+    seen
+}
+
+fn check_finished(server: &Server, pod: &serde_json::Value) {
     let term = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
     assert_eq!(term["exitCode"], 0, "status: {pod}");
     assert_eq!(term["reason"], "Completed");
     assert_eq!(pod["spec"]["nodeName"], server.node.as_str());
+    let ip = pod["status"]["podIP"].as_str().unwrap_or_default();
+    assert!(
+        ip.starts_with("10.244."),
+        "the pod has an IP from the node's subnet: {pod}"
+    );
 
     let logs = server.must_cli(&["logs", "hello"]);
     assert_eq!(logs, "Hello from Capstan\n");

@@ -27,9 +27,10 @@ pub struct LogsArgs {
 
 /// Runs `logs`.
 pub async fn run(server: &str, a: LogsArgs) -> anyhow::Result<()> {
-    let mut client = NodeServiceClient::connect(server.to_string())
+    let node_url = node_service_url(server, &a.namespace, &a.pod).await?;
+    let mut client = NodeServiceClient::connect(node_url.clone())
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the Capstan server at {server}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot reach the node service at {node_url}: {e}"))?;
     let req = LogsRequest {
         namespace: a.namespace,
         pod: a.pod,
@@ -52,4 +53,30 @@ pub async fn run(server: &str, a: LogsArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     Ok(())
+}
+
+/// The URL of the node service of the node the pod runs on, as its Node object publishes it.
+async fn node_service_url(server: &str, namespace: &str, pod: &str) -> anyhow::Result<String> {
+    let api = super::connect(server).await?;
+    let obj = api
+        .get(api::Kind::Pod, namespace, pod)
+        .await
+        .map_err(super::get::describe)?;
+    let node = obj
+        .as_pod()
+        .and_then(|p| p.spec.as_ref())
+        .map(|s| s.node_name.clone());
+    let Some(node) = node.filter(|n| !n.is_empty()) else {
+        anyhow::bail!("pod {pod:?} is not scheduled to a node yet; it has no logs");
+    };
+    let node_obj = api
+        .get(api::Kind::Node, "", &node)
+        .await
+        .map_err(super::get::describe)?;
+    node_obj
+        .metadata()
+        .annotations
+        .get(actors::agent::context::NODE_SERVICE_ANNOTATION)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("node {node:?} publishes no node service address"))
 }

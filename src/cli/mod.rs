@@ -8,6 +8,7 @@ mod get;
 mod image;
 mod logs;
 mod server;
+mod store;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,10 @@ struct Cli {
 enum Command {
     /// Run a server: raft store, API server, scheduler and a node agent (single node).
     Server(server::ServerArgs),
+    /// Run a node agent that joins the server given by --server.
+    Agent(server::AgentArgs),
+    /// Run one member of a Raft store cluster in the foreground.
+    Store(store::StoreArgs),
     /// Create or update objects from manifest files (YAML or JSON, multi-document, directories).
     Apply(apply::ApplyArgs),
     /// Show objects.
@@ -64,6 +69,8 @@ pub fn main() -> i32 {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Server(a) => server::run(a).await,
+            Command::Agent(a) => server::run_agent(&cli.server, a).await,
+            Command::Store(a) => store::run(a).await,
             Command::Apply(a) => apply::run(&cli.server, a).await,
             Command::Get(a) => get::run(&cli.server, a).await,
             Command::Delete(a) => get::delete(&cli.server, a).await,

@@ -12,12 +12,16 @@ pub struct AgentContext {
     pub node_name: String,
     /// The node's address, reported as the pods' hostIP.
     pub host_ip: String,
+    /// URL of this node's own service (logs), published on the Node object.
+    pub node_service_url: String,
     /// API client (the agent talks to the API server like any remote agent would).
     pub client: Client,
     /// The container runtime (blocking; call it through `spawn_blocking`).
     pub runtime: Arc<runtime::Runtime>,
     /// Pod network namespaces (blocking; call it through `spawn_blocking`).
     pub netns: Arc<net::NetnsManager>,
+    /// The bridge pod network, when this node runs one (`None`: pods get loopback only).
+    pub network: Option<Arc<super::network::PodNetwork>>,
 }
 
 impl std::fmt::Debug for AgentContext {
@@ -27,6 +31,9 @@ impl std::fmt::Debug for AgentContext {
             .finish_non_exhaustive()
     }
 }
+
+/// Annotation on a Node carrying the URL of its node service (logs, exec later).
+pub const NODE_SERVICE_ANNOTATION: &str = "capstan.io/node-service-url";
 
 /// Runs blocking runtime/netns work off the async threads.
 pub async fn blocking<T, F>(f: F) -> crate::error::Result<T>

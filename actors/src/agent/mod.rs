@@ -4,6 +4,7 @@
 //! network namespaces that belong to no pod any more.
 
 pub mod context;
+pub mod network;
 pub mod node;
 pub mod plan;
 pub mod pod_worker;
@@ -94,6 +95,15 @@ impl Actor for NodeAgent {
         };
         register(&state).await?;
         let client = state.ctx.client.clone();
+        let nodes = spawn_watch_trigger(
+            myself.clone(),
+            move || {
+                let client = client.clone();
+                async move { client.watch(Kind::Node, "", "", "").await }
+            },
+            || NodeAgentMsg::Sync,
+        );
+        let client = state.ctx.client.clone();
         let watch = spawn_watch_trigger(
             myself.clone(),
             move || {
@@ -104,6 +114,7 @@ impl Actor for NodeAgent {
         );
         state.tasks = vec![
             watch,
+            nodes,
             myself.send_interval(RESYNC, || NodeAgentMsg::Sync),
             myself.send_interval(HEARTBEAT, || NodeAgentMsg::Heartbeat),
         ];
@@ -203,6 +214,22 @@ async fn register(state: &NodeAgentState) -> Result<()> {
             kind: Some(v1::object::Kind::Node(mut n)),
             ..
         }) => {
+            let meta = n.metadata.get_or_insert_with(Default::default);
+            let url = meta.annotations.get(context::NODE_SERVICE_ANNOTATION);
+            if url != Some(&ctx.node_service_url) {
+                // The node service moved (new port after a restart): publish it.
+                meta.annotations.insert(
+                    context::NODE_SERVICE_ANNOTATION.to_string(),
+                    ctx.node_service_url.clone(),
+                );
+                meta.resource_version.clear();
+                let updated = ctx
+                    .client
+                    .update(Object::from(n.clone()))
+                    .await
+                    .map_err(|e| Error::Client(e.to_string()))?;
+                n = updated.into_node().unwrap_or(n);
+            }
             n.status = Some(status);
             if let Some(m) = n.metadata.as_mut() {
                 m.resource_version.clear();
@@ -220,6 +247,10 @@ async fn register(state: &NodeAgentState) -> Result<()> {
                         "kubernetes.io/hostname".to_string(),
                         ctx.node_name.clone(),
                     )]),
+                    annotations: std::collections::BTreeMap::from([(
+                        context::NODE_SERVICE_ANNOTATION.to_string(),
+                        ctx.node_service_url.clone(),
+                    )]),
                     ..Default::default()
                 }),
                 spec: Some(v1::NodeSpec::default()),
@@ -235,6 +266,10 @@ async fn register(state: &NodeAgentState) -> Result<()> {
                 _ => return Ok(()),
             };
             n.status = Some(status);
+            // The control plane may have changed the new Node already (its pod subnet).
+            if let Some(m) = n.metadata.as_mut() {
+                m.resource_version.clear();
+            }
             ctx.client
                 .update_status(Object::from(n))
                 .await
@@ -309,7 +344,60 @@ async fn sync(myself: &ActorRef<NodeAgentMsg>, state: &mut NodeAgentState) -> Re
             }
         }
     }
+    if let Some(network) = state.ctx.network.clone() {
+        if let Err(e) = sync_network(state, &network, &mine).await {
+            tracing::warn!(node = %state.ctx.node_name, error = %e, "pod network sync failed; will retry");
+        }
+    }
     collect_orphans(state, &mine).await
+}
+
+/// Brings the node's bridge up once the control plane assigned its subnet, keeps the routes to
+/// the other nodes' subnets exact, and frees addresses of pods that are gone.
+async fn sync_network(
+    state: &NodeAgentState,
+    network: &std::sync::Arc<network::PodNetwork>,
+    mine: &[v1::Pod],
+) -> Result<()> {
+    let ctx = &state.ctx;
+    let nodes: Vec<v1::Node> = ctx
+        .client
+        .list(Kind::Node, "", "")
+        .await
+        .map_err(|e| Error::Client(e.to_string()))?
+        .into_iter()
+        .filter_map(|o| o.into_node())
+        .collect();
+    if network.subnet().is_none() {
+        let me = nodes
+            .iter()
+            .find(|n| n.metadata.as_ref().is_some_and(|m| m.name == ctx.node_name));
+        let Some(subnet) = me.and_then(network::assigned_subnet) else {
+            tracing::debug!(node = %ctx.node_name, "no pod subnet assigned yet");
+            return Ok(());
+        };
+        let n = network.clone();
+        blocking(move || n.init(subnet)).await?;
+    }
+    let routes = network::peer_routes(&nodes, &ctx.node_name, &ctx.host_ip);
+    let live: Vec<String> = mine
+        .iter()
+        .filter_map(|p| p.metadata.as_ref().map(|m| m.uid.clone()))
+        .chain(state.workers.values().map(|w| w.uid.clone()))
+        .collect();
+    let n = network.clone();
+    blocking(move || {
+        let diff = net::sync_routes(&routes)?;
+        if !diff.add.is_empty() || !diff.remove.is_empty() {
+            tracing::info!(
+                added = diff.add.len(),
+                removed = diff.remove.len(),
+                "routes to other nodes updated"
+            );
+        }
+        n.reconcile(live.iter().map(String::as_str))
+    })
+    .await
 }
 
 /// Removes containers and network namespaces of pods that no longer exist here and that no

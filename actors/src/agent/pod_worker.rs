@@ -135,6 +135,19 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
         let (mgr, name) = (a.ctx.netns.clone(), netns_name(&a.uid));
         blocking(move || Ok(mgr.create(&name)?)).await?
     };
+    let pod_ip = match &a.ctx.network {
+        None => None,
+        Some(network) => {
+            let (network, path, uid) = (network.clone(), netns.clone(), a.uid.clone());
+            match blocking(move || network.attach(&path, &uid)).await? {
+                Some(ip) => Some(ip),
+                None => {
+                    tracing::debug!(namespace = %a.namespace, pod = %a.name, "waiting for the node's pod network");
+                    return Ok(Outcome::Continue);
+                }
+            }
+        }
+    };
     let records = pod_records(&a).await?;
     for action in plan::plan(&spec, &records, chrono::Utc::now()) {
         match action {
@@ -162,13 +175,16 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
         }
     }
     let records = pod_records(&a).await?;
-    let status = plan::pod_status(
+    let mut status = plan::pod_status(
         &pod,
         &records,
         &state.start_failures,
         &a.ctx.host_ip,
         chrono::Utc::now(),
     );
+    if let Some(ip) = pod_ip {
+        status.pod_ip = ip.to_string();
+    }
     if pod.status.as_ref() != Some(&status) {
         let mut next = pod.clone();
         if let Some(m) = next.metadata.as_mut() {
@@ -223,6 +239,7 @@ async fn pod_records(a: &PodWorkerArgs) -> Result<Vec<runtime::ContainerStatus>>
 /// Stops and removes every container of the pod and its network namespace. Idempotent.
 async fn teardown(a: &PodWorkerArgs, grace: Duration) -> Result<()> {
     let (rt, mgr, uid) = (a.ctx.runtime.clone(), a.ctx.netns.clone(), a.uid.clone());
+    let network = a.ctx.network.clone();
     blocking(move || {
         for c in rt
             .list_containers()?
@@ -231,6 +248,9 @@ async fn teardown(a: &PodWorkerArgs, grace: Duration) -> Result<()> {
         {
             rt.stop_container(&c.id, grace)?;
             rt.remove_container(&c.id)?;
+        }
+        if let Some(network) = &network {
+            network.detach(&uid)?;
         }
         mgr.delete(&netns_name(&uid))?;
         rt.remove_pod_cgroup(&uid)?;

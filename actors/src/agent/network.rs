@@ -1,0 +1,169 @@
+//! The node's pod network as the agent uses it: the bridge with this node's pod subnet (known
+//! once the control plane assigned `spec.podCIDR` to the Node), per-pod addresses, veth
+//! attachment, and host-gw routes to the other nodes' subnets. Thin glue over `net`; all calls
+//! block (use [`super::context::blocking`]).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use api::v1;
+use net::{Ipv4Net, PeerRoute, PodIpam};
+
+use crate::error::Result;
+
+/// Settings of the pod network on one node.
+#[derive(Debug, Clone)]
+pub struct PodNetworkConfig {
+    /// Bridge name (`capstan0` by default).
+    pub bridge: String,
+    /// MTU of pod interfaces.
+    pub mtu: u32,
+    /// Where pod address allocations are kept.
+    pub state_dir: PathBuf,
+}
+
+/// The node's pod network; becomes ready once the node's subnet is known and the bridge is up.
+#[derive(Debug)]
+pub struct PodNetwork {
+    config: PodNetworkConfig,
+    ready: OnceLock<(Ipv4Net, PodIpam)>,
+}
+
+impl PodNetwork {
+    /// A pod network that is not ready yet.
+    pub fn new(config: PodNetworkConfig) -> Self {
+        PodNetwork {
+            config,
+            ready: OnceLock::new(),
+        }
+    }
+
+    /// The node's pod subnet, once ready.
+    pub fn subnet(&self) -> Option<Ipv4Net> {
+        self.ready.get().map(|(s, _)| *s)
+    }
+
+    /// Brings the bridge up for `subnet` and opens the address store (idempotent).
+    pub fn init(&self, subnet: Ipv4Net) -> Result<()> {
+        if self.ready.get().is_some() {
+            return Ok(());
+        }
+        net::NodeNetwork::ensure(&self.config.bridge, subnet)?;
+        let ipam = PodIpam::open(&self.config.state_dir, subnet)?;
+        let _ = self.ready.set((subnet, ipam));
+        tracing::info!(bridge = %self.config.bridge, subnet = %subnet, "pod network ready");
+        Ok(())
+    }
+
+    /// Gives the pod its address and attaches its network namespace to the bridge
+    /// (idempotent). `None` while the network is not ready.
+    pub fn attach(&self, netns: &Path, pod_uid: &str) -> Result<Option<Ipv4Addr>> {
+        let Some((subnet, ipam)) = self.ready.get() else {
+            return Ok(None);
+        };
+        let ip = ipam.allocate(pod_uid)?;
+        net::attach_pod(
+            netns,
+            pod_uid,
+            ip,
+            *subnet,
+            &self.config.bridge,
+            self.config.mtu,
+        )?;
+        Ok(Some(ip))
+    }
+
+    /// Detaches the pod and releases its address (idempotent).
+    pub fn detach(&self, pod_uid: &str) -> Result<()> {
+        net::detach_pod(pod_uid)?;
+        if let Some((_, ipam)) = self.ready.get() {
+            ipam.release(pod_uid)?;
+        }
+        Ok(())
+    }
+
+    /// Frees addresses of pods that are gone.
+    pub fn reconcile<'a>(&self, live: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        if let Some((_, ipam)) = self.ready.get() {
+            ipam.reconcile(live)?;
+        }
+        Ok(())
+    }
+}
+
+/// The node's pod subnet as the control plane assigned it (`spec.podCIDR`).
+pub fn assigned_subnet(node: &v1::Node) -> Option<Ipv4Net> {
+    node.spec.as_ref()?.pod_cidr.parse().ok()
+}
+
+/// Routes to the other nodes' pod subnets via their InternalIP. Nodes on this node's own
+/// address share its network namespace (several test nodes on one host): their bridges are
+/// local already, so no route is needed.
+pub fn peer_routes(nodes: &[v1::Node], me: &str, my_ip: &str) -> Vec<PeerRoute> {
+    let mut routes: Vec<PeerRoute> = nodes
+        .iter()
+        .filter(|n| n.metadata.as_ref().is_some_and(|m| m.name != me))
+        .filter_map(|n| {
+            let subnet = assigned_subnet(n)?;
+            let ip = n
+                .status
+                .as_ref()?
+                .addresses
+                .iter()
+                .find(|a| a.r#type == "InternalIP")?;
+            if ip.address == my_ip {
+                return None;
+            }
+            Some(PeerRoute {
+                subnet,
+                via: ip.address.parse().ok()?,
+            })
+        })
+        .collect();
+    routes.sort_by_key(|r| r.subnet);
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cidr: &str, ip: &str) -> v1::Node {
+        v1::Node {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::NodeSpec {
+                pod_cidr: cidr.into(),
+                ..Default::default()
+            }),
+            status: Some(v1::NodeStatus {
+                addresses: vec![v1::NodeAddress {
+                    r#type: "InternalIP".into(),
+                    address: ip.into(),
+                }],
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn routes_go_to_other_nodes_with_a_subnet_and_another_address() {
+        let nodes = vec![
+            node("me", "10.244.0.0/24", "192.168.255.1"),
+            node("b", "10.244.1.0/24", "192.168.255.2"),
+            node("same-host", "10.244.2.0/24", "192.168.255.1"),
+            node("no-subnet", "", "192.168.255.3"),
+        ];
+        let routes = peer_routes(&nodes, "me", "192.168.255.1");
+        assert_eq!(
+            routes,
+            vec![PeerRoute {
+                subnet: "10.244.1.0/24".parse().unwrap(),
+                via: "192.168.255.2".parse().unwrap()
+            }]
+        );
+    }
+}

@@ -193,7 +193,9 @@ fn agent_context(
     let netns = Arc::new(net::NetnsManager::new(netns_dir.to_path_buf())?);
     let client =
         api::client::Client::connect_lazy(server_url).map_err(|e| Error::Client(e.to_string()))?;
+    let puller = runtime.puller(runtime::RegistrySettings::default());
     Ok(AgentContext {
+        puller,
         node_name: node_name.to_string(),
         host_ip: host_ip.to_string(),
         node_service_url,

@@ -15,7 +15,7 @@ fn pods_spread_over_a_joined_agent_and_logs_come_from_their_node() {
     let mut docs = Vec::new();
     for i in 0..4 {
         docs.push(format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: spread-{i}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox:latest\n    command: [\"sh\", \"-c\", \"echo hello from $(hostname); sleep 2\"]\n"
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: spread-{i}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", \"echo hello from $(hostname); sleep 2\"]\n"
         ));
     }
     let manifest = dir.path().join("pods.yaml");

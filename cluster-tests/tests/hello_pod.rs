@@ -111,6 +111,7 @@ spec:
   containers:
   - name: main
     image: busybox:latest
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "echo to-out; echo to-err >&2; exit 3"]
 "#,
     )
@@ -124,4 +125,30 @@ spec:
     let mut lines: Vec<&str> = logs.lines().collect();
     lines.sort_unstable();
     assert_eq!(lines, vec!["to-err", "to-out"]);
+}
+
+#[test]
+fn a_missing_image_with_pull_policy_never_waits_with_err_image_never_pull() {
+    let server = Server::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("never.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: never\nspec:\n  containers:\n  - name: main\n    image: not-imported:1.0\n    imagePullPolicy: Never\n",
+    )
+    .unwrap();
+    server.must_cli(&["apply", "-f", manifest.to_str().unwrap()]);
+    let pod = cluster_tests::must_eventually(Duration::from_secs(60), "ErrImageNeverPull", || {
+        let pod = server.pod_json("never")?;
+        let reason = pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].clone();
+        (reason == "ErrImageNeverPull").then_some(pod)
+    });
+    assert_eq!(pod["status"]["phase"], "Pending", "{pod}");
+    let table = server.must_cli(&["get", "pods"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("never ") && l.contains("ErrImageNeverPull")),
+        "{table}"
+    );
 }

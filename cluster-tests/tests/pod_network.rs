@@ -12,7 +12,7 @@ fn apply(server: &Server, name: &str, node: &str, script: &str) {
     std::fs::write(
         &path,
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {node}\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox:latest\n    command: [\"sh\", \"-c\", {script:?}]\n"
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {node}\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", {script:?}]\n"
         ),
     )
     .unwrap();

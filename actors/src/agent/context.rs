@@ -18,6 +18,8 @@ pub struct AgentContext {
     pub client: Client,
     /// The container runtime (blocking; call it through `spawn_blocking`).
     pub runtime: Arc<runtime::Runtime>,
+    /// Pulls images into the runtime's store (async; concurrent pulls of one image are shared).
+    pub puller: runtime::Puller,
     /// Pod network namespaces (blocking; call it through `spawn_blocking`).
     pub netns: Arc<net::NetnsManager>,
     /// The bridge pod network, when this node runs one (`None`: pods get loopback only).

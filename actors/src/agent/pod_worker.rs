@@ -12,6 +12,7 @@ use api::Kind;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::context::{blocking, container_id, netns_name, AgentContext};
+use super::images;
 use super::plan::{self, ContainerAction, StartFailure};
 use crate::error::{Error, Result};
 
@@ -56,6 +57,7 @@ pub struct PodWorkerArgs {
 pub struct PodWorkerState {
     args: PodWorkerArgs,
     start_failures: HashMap<String, StartFailure>,
+    pull_failures: HashMap<String, Option<images::PullFailures>>,
 }
 
 impl Actor for PodWorker {
@@ -73,6 +75,7 @@ impl Actor for PodWorker {
         Ok(PodWorkerState {
             args,
             start_failures: HashMap::new(),
+            pull_failures: HashMap::new(),
         })
     }
 
@@ -155,9 +158,16 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                 let Some(c) = spec.containers.iter().find(|c| c.name == name) else {
                     continue;
                 };
+                let failures = state.pull_failures.entry(name.clone()).or_default();
+                if let Err(f) = images::ensure_image(&a.ctx, c, failures).await {
+                    tracing::info!(namespace = %a.namespace, pod = %a.name, container = %name, reason = %f.reason, "image not available");
+                    state.start_failures.insert(name, f);
+                    continue;
+                }
                 let cspec = container_spec(&a, &pod, c, attempt, netns.clone());
+                let limits = images::resources(c);
                 let rt = a.ctx.runtime.clone();
-                match blocking(move || Ok(rt.start_container(&cspec)?)).await {
+                match blocking(move || Ok(rt.start_container_with(&cspec, &limits)?)).await {
                     Ok(_) => {
                         state.start_failures.remove(&name);
                         tracing::info!(namespace = %a.namespace, pod = %a.name, container = %name, attempt, "container started");

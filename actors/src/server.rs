@@ -29,13 +29,11 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Registered name of the root supervisor.
 pub const ROOT: &str = "root";
 
-/// Settings of a server process.
+/// Settings every process that runs a node agent has.
 #[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Where the store and the runtime keep their data.
+pub struct NodeSettings {
+    /// Where the store (servers) and the runtime keep their data.
     pub data_dir: PathBuf,
-    /// gRPC listen address (API, logs, debug).
-    pub listen: SocketAddr,
     /// This node's name.
     pub node_name: String,
     /// The address reported for this node and as its pods' hostIP.
@@ -46,35 +44,32 @@ pub struct ServerConfig {
     pub netns_dir: PathBuf,
     /// Serve the debug service (kill actors by name). Off in production.
     pub enable_debug_service: bool,
+    /// This node's bridge pod network (`None`: pods get loopback only).
+    pub pod_network: Option<PodNetworkConfig>,
+}
+
+/// Settings of a server process.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The node part (also used when the server runs no agent: data dir, debug service).
+    pub node: NodeSettings,
+    /// gRPC listen address (API, logs, debug).
+    pub listen: SocketAddr,
     /// When silent nodes turn `Ready=Unknown` and their pods are evicted.
     pub node_lifecycle: LifecycleConfig,
     /// The cluster's pod CIDR, split into per-node subnets.
     pub cluster_cidr: net::ClusterCidr,
-    /// This node's bridge pod network (`None`: pods get loopback only).
-    pub pod_network: Option<PodNetworkConfig>,
 }
 
 /// Settings of an agent-only process (`capstan agent`): a node that joins a remote server.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// The node part.
+    pub node: NodeSettings,
     /// The API server's URL.
     pub server_url: String,
-    /// Where the runtime keeps its data.
-    pub data_dir: PathBuf,
     /// Listen address of this node's service (logs, debug).
     pub listen: SocketAddr,
-    /// This node's name.
-    pub node_name: String,
-    /// The address reported for this node and as its pods' hostIP.
-    pub host_ip: String,
-    /// The `capstan` executable, re-executed as the per-container shim.
-    pub shim_exe: PathBuf,
-    /// Where pod network namespaces are bind-mounted.
-    pub netns_dir: PathBuf,
-    /// Serve the debug service (kill actors by name). Off in production.
-    pub enable_debug_service: bool,
-    /// This node's bridge pod network (`None`: pods get loopback only).
-    pub pod_network: Option<PodNetworkConfig>,
 }
 
 /// Runs a server until `shutdown` resolves. `on_ready` gets the bound address. With
@@ -87,7 +82,7 @@ pub async fn run(
 ) -> Result<()> {
     let store = raftstore::Store::open(raftstore::StoreConfig {
         node_id: 1,
-        data_dir: cfg.data_dir.join("store"),
+        data_dir: cfg.node.data_dir.join("store"),
     })
     .await?;
     let registry = Registry::new(store.clone());
@@ -97,26 +92,21 @@ pub async fn run(
     let ctx = agent_context(
         format!("http://{addr}"),
         format!("http://{addr}"),
-        &cfg.node_name,
-        &cfg.host_ip,
-        &cfg.data_dir,
-        &cfg.shim_exe,
-        &cfg.netns_dir,
-        cfg.pod_network.clone(),
+        &cfg.node,
     )?;
     let mut endpoint = Endpoint::serve(
         listener,
         Some(registry.clone()),
         ctx.clone(),
-        cfg.enable_debug_service,
+        cfg.node.enable_debug_service,
     );
-    tracing::info!(addr = %addr, node = %cfg.node_name, "API server listening");
+    tracing::info!(addr = %addr, node = %cfg.node.node_name, "API server listening");
 
     let mut children = vec![
         scheduler_child(registry.clone()),
         node_ipam_child(NodeIpamArgs {
             registry: registry.clone(),
-            cluster: cfg.cluster_cidr.clone(),
+            cluster: cfg.cluster_cidr,
         }),
         node_lifecycle_child(NodeLifecycleArgs {
             registry: registry.clone(),
@@ -144,18 +134,9 @@ pub async fn run_agent(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (listener, addr) = listen(cfg.listen).await?;
-    let ctx = agent_context(
-        cfg.server_url.clone(),
-        format!("http://{addr}"),
-        &cfg.node_name,
-        &cfg.host_ip,
-        &cfg.data_dir,
-        &cfg.shim_exe,
-        &cfg.netns_dir,
-        cfg.pod_network.clone(),
-    )?;
-    let mut endpoint = Endpoint::serve(listener, None, ctx.clone(), cfg.enable_debug_service);
-    tracing::info!(addr = %addr, node = %cfg.node_name, server = %cfg.server_url, "node agent listening");
+    let ctx = agent_context(cfg.server_url.clone(), format!("http://{addr}"), &cfg.node)?;
+    let mut endpoint = Endpoint::serve(listener, None, ctx.clone(), cfg.node.enable_debug_service);
+    tracing::info!(addr = %addr, node = %cfg.node.node_name, server = %cfg.server_url, "node agent listening");
     let (root, root_handle) = spawn_root(vec![agent_child(ctx)]).await?;
     on_ready(addr);
     wait_for_stop(shutdown, root_handle).await;
@@ -179,30 +160,28 @@ async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr
 fn agent_context(
     server_url: String,
     node_service_url: String,
-    node_name: &str,
-    host_ip: &str,
-    data_dir: &std::path::Path,
-    shim_exe: &std::path::Path,
-    netns_dir: &std::path::Path,
-    pod_network: Option<PodNetworkConfig>,
+    node: &NodeSettings,
 ) -> Result<AgentContext> {
     let runtime = Arc::new(runtime::Runtime::new(runtime::RuntimeConfig {
-        root: data_dir.join("runtime"),
-        shim_exe: shim_exe.to_path_buf(),
+        root: node.data_dir.join("runtime"),
+        shim_exe: node.shim_exe.clone(),
     })?);
-    let netns = Arc::new(net::NetnsManager::new(netns_dir.to_path_buf())?);
+    let netns = Arc::new(net::NetnsManager::new(node.netns_dir.clone())?);
     let client =
         api::client::Client::connect_lazy(server_url).map_err(|e| Error::Client(e.to_string()))?;
     let puller = runtime.puller(runtime::RegistrySettings::default());
     Ok(AgentContext {
         puller,
-        node_name: node_name.to_string(),
-        host_ip: host_ip.to_string(),
+        node_name: node.node_name.clone(),
+        host_ip: node.host_ip.clone(),
         node_service_url,
         client,
         runtime,
         netns,
-        network: pod_network.map(|c| Arc::new(PodNetwork::new(c))),
+        network: node
+            .pod_network
+            .clone()
+            .map(|c| Arc::new(PodNetwork::new(c))),
     })
 }
 

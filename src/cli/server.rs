@@ -50,13 +50,24 @@ pub enum PodNetworkMode {
 }
 
 impl NodeArgs {
-    fn pod_network(&self, data_dir: &Path) -> Option<actors::agent::network::PodNetworkConfig> {
-        (self.pod_network == PodNetworkMode::Bridge).then(|| {
+    /// The node settings these flags describe (creates the data directory).
+    fn settings(self) -> anyhow::Result<actors::server::NodeSettings> {
+        let data_dir = data_dir(&self.data_dir)?;
+        let pod_network = (self.pod_network == PodNetworkMode::Bridge).then(|| {
             actors::agent::network::PodNetworkConfig {
                 bridge: self.bridge.clone(),
                 mtu: self.mtu,
                 state_dir: data_dir.join("network"),
             }
+        });
+        Ok(actors::server::NodeSettings {
+            data_dir,
+            node_name: self.node_name.unwrap_or_else(default_node_name),
+            host_ip: self.host_ip,
+            shim_exe: shim_exe()?,
+            netns_dir: self.netns_dir,
+            enable_debug_service: self.enable_debug_service,
+            pod_network,
         })
     }
 }
@@ -153,19 +164,12 @@ async fn shutdown_signal() {
 /// Runs the server in the foreground until SIGINT or SIGTERM.
 pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     init_logs(&a.node.log)?;
-    let dir = data_dir(&a.node.data_dir)?;
     let cluster_cidr = net::ClusterCidr::new(a.cluster_cidr, 24)
         .map_err(|e| anyhow::anyhow!("--cluster-cidr {}: {e}", a.cluster_cidr))?;
     let cfg = actors::server::ServerConfig {
-        pod_network: a.node.pod_network(&dir),
-        cluster_cidr,
-        data_dir: dir,
+        node: a.node.settings()?,
         listen: a.listen,
-        node_name: a.node.node_name.unwrap_or_else(default_node_name),
-        host_ip: a.node.host_ip,
-        shim_exe: shim_exe()?,
-        netns_dir: a.node.netns_dir,
-        enable_debug_service: a.node.enable_debug_service,
+        cluster_cidr,
         node_lifecycle: actors::controllers::decide_node::LifecycleConfig {
             monitor_grace: chrono::Duration::seconds(a.node_monitor_grace_period),
             eviction_timeout: chrono::Duration::seconds(a.pod_eviction_timeout),
@@ -174,7 +178,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let node = if a.disable_agent {
         "none".to_string()
     } else {
-        cfg.node_name.clone()
+        cfg.node.node_name.clone()
     };
     actors::server::run(
         cfg,
@@ -189,19 +193,12 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
 /// Runs a node agent that joins `server`, in the foreground until SIGINT or SIGTERM.
 pub async fn run_agent(server: &str, a: AgentArgs) -> anyhow::Result<()> {
     init_logs(&a.node.log)?;
-    let dir = data_dir(&a.node.data_dir)?;
     let cfg = actors::server::AgentConfig {
+        node: a.node.settings()?,
         server_url: server.to_string(),
-        pod_network: a.node.pod_network(&dir),
-        data_dir: dir,
         listen: a.listen,
-        node_name: a.node.node_name.unwrap_or_else(default_node_name),
-        host_ip: a.node.host_ip,
-        shim_exe: shim_exe()?,
-        netns_dir: a.node.netns_dir,
-        enable_debug_service: a.node.enable_debug_service,
     };
-    let node = cfg.node_name.clone();
+    let node = cfg.node.node_name.clone();
     actors::server::run_agent(
         cfg,
         move |addr| eprintln!("capstan agent ready: node {node}, node service on http://{addr}"),

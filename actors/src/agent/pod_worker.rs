@@ -58,6 +58,7 @@ pub struct PodWorkerState {
     args: PodWorkerArgs,
     start_failures: HashMap<String, StartFailure>,
     pull_failures: HashMap<String, Option<images::PullFailures>>,
+    pod_ip: Option<std::net::Ipv4Addr>,
 }
 
 impl Actor for PodWorker {
@@ -76,6 +77,7 @@ impl Actor for PodWorker {
             args,
             start_failures: HashMap::new(),
             pull_failures: HashMap::new(),
+            pod_ip: None,
         })
     }
 
@@ -138,12 +140,18 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
         let (mgr, name) = (a.ctx.netns.clone(), netns_name(&a.uid));
         blocking(move || Ok(mgr.create(&name)?)).await?
     };
-    let pod_ip = match &a.ctx.network {
-        None => None,
-        Some(network) => {
+    // Attaching is idempotent but costs netlink round trips: once per worker is enough (a
+    // restarted worker re-checks it once).
+    let pod_ip = match (&a.ctx.network, state.pod_ip) {
+        (None, _) => None,
+        (Some(_), Some(ip)) => Some(ip),
+        (Some(network), None) => {
             let (network, path, uid) = (network.clone(), netns.clone(), a.uid.clone());
             match blocking(move || network.attach(&path, &uid)).await? {
-                Some(ip) => Some(ip),
+                Some(ip) => {
+                    state.pod_ip = Some(ip);
+                    Some(ip)
+                }
                 None => {
                     tracing::debug!(namespace = %a.namespace, pod = %a.name, "waiting for the node's pod network");
                     return Ok(Outcome::Continue);

@@ -25,6 +25,15 @@ pub enum Error {
         /// History up to and including this revision is gone.
         compact_revision: i64,
     },
+    /// A read asked for a revision the store has not reached yet; retry later or ask for an
+    /// older one.
+    #[error("required revision {revision} is a future revision (current {current})")]
+    FutureRevision {
+        /// The revision asked for.
+        revision: i64,
+        /// The store's current revision.
+        current: i64,
+    },
     /// A watcher fell too far behind and its stream was ended so it cannot slow down writers;
     /// re-watch from the last revision received.
     #[error("watcher fell more than {capacity} events behind and was cancelled")]

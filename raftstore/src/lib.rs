@@ -7,6 +7,8 @@
 mod cluster;
 mod codec;
 mod error;
+mod etcd;
+mod key_range;
 mod log_store;
 mod model;
 mod mvcc;
@@ -24,10 +26,12 @@ pub use cluster::{
     parse_initial_cluster, ClusterConfig, InitialClusterState, InitialMember, RaftTuning,
 };
 pub use error::{Error, Result};
+pub use etcd::{EtcdServer, EtcdServerConfig};
+pub use key_range::{prefix_end, KeyRange};
 pub use log_store::LogStore;
 pub use model::{
-    Compare, CompareOp, CompareTarget, DeleteResult, EventKind, KeyValue, PutResult, RangeResult,
-    Txn, TxnOp, TxnOpResult, TxnResult, WatchEvent,
+    Compare, CompareOp, CompareTarget, DeleteRangeResult, DeleteResult, EventKind, KeyValue,
+    PutResult, RangeResult, Txn, TxnOp, TxnOpResult, TxnResult, WatchEvent,
 };
 pub use network::{NetworkError, PeerNetwork, PeerNetworkFactory};
 pub use state_machine::{StateMachineStore, INITIAL_REVISION};

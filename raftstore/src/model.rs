@@ -118,6 +118,28 @@ pub enum TxnOp {
         /// The key to read.
         key: Vec<u8>,
     },
+    /// Delete every key in the etcd-style range `[key, range_end)` (see [`crate::KeyRange`]).
+    DeleteRange {
+        /// First key of the range.
+        key: Vec<u8>,
+        /// End of the range: empty means only `key`, `\0` means every key `>= key`.
+        range_end: Vec<u8>,
+    },
+    /// Read every key in the etcd-style range `[key, range_end)` as seen at this point of the
+    /// transaction, sorted by key.
+    Range {
+        /// First key of the range.
+        key: Vec<u8>,
+        /// End of the range: empty means only `key`, `\0` means every key `>= key`.
+        range_end: Vec<u8>,
+    },
+    /// Drop the history up to and including `revision` (etcd's compaction): watches and
+    /// past-revision reads before it fail with [`crate::Error::Compacted`] afterwards. Ignored
+    /// if `revision` is not above the current compaction point or above the store revision.
+    Compact {
+        /// The new compaction revision.
+        revision: i64,
+    },
 }
 
 /// The result of one [`TxnOp`], in the same position as the op.
@@ -129,6 +151,24 @@ pub enum TxnOpResult {
     Delete(DeleteResult),
     /// Result of a [`TxnOp::Get`].
     Get(Option<KeyValue>),
+    /// Result of a [`TxnOp::DeleteRange`].
+    DeleteRange(DeleteRangeResult),
+    /// Result of a [`TxnOp::Range`]: the key-values in the range, sorted by key.
+    Range(Vec<KeyValue>),
+    /// Result of a [`TxnOp::Compact`]: the compaction revision in force afterwards.
+    Compact {
+        /// History up to and including this revision is gone.
+        compact_revision: i64,
+    },
+}
+
+/// Outcome of a range delete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRangeResult {
+    /// The revision of the delete, or the unchanged store revision if nothing was deleted.
+    pub revision: i64,
+    /// The deleted key-values, sorted by key.
+    pub deleted: Vec<KeyValue>,
 }
 
 /// Outcome of a [`Txn`].

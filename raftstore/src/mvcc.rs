@@ -8,9 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::key_range::KeyRange;
 use crate::model::{
-    Compare, CompareOp, CompareTarget, DeleteResult, EventKind, KeyValue, PutResult, Txn, TxnOp,
-    TxnOpResult, TxnResult, WatchEvent,
+    Compare, CompareOp, CompareTarget, DeleteRangeResult, DeleteResult, EventKind, KeyValue,
+    PutResult, Txn, TxnOp, TxnOpResult, TxnResult, WatchEvent,
 };
 
 /// Read access to the committed key-values, as of before the transaction.
@@ -19,6 +20,29 @@ pub(crate) trait KvRead {
     type Error;
     /// The current value of `key`, if present.
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, Self::Error>;
+    /// The current key-values in `range`, sorted by key.
+    fn range(&self, range: &KeyRange) -> Result<Vec<KeyValue>, Self::Error>;
+}
+
+/// The key-values in `range` as the transaction sees them: `reader`'s state with the
+/// transaction's own earlier writes (`overlay`) on top.
+fn range_with_overlay<R: KvRead>(
+    reader: &R,
+    overlay: &BTreeMap<Vec<u8>, Option<KeyValue>>,
+    range: &KeyRange,
+) -> Result<Vec<KeyValue>, R::Error> {
+    let mut seen: BTreeMap<Vec<u8>, KeyValue> = reader
+        .range(range)?
+        .into_iter()
+        .map(|kv| (kv.key.clone(), kv))
+        .collect();
+    for (key, staged) in overlay.range(range.bounds()) {
+        match staged {
+            Some(kv) => seen.insert(key.clone(), kv.clone()),
+            None => seen.remove(key),
+        };
+    }
+    Ok(seen.into_values().collect())
 }
 
 /// The final state of one key after a transaction.
@@ -41,6 +65,9 @@ pub(crate) struct Applied {
     pub events: Vec<WatchEvent>,
     /// The store revision after the transaction.
     pub revision: i64,
+    /// A compaction requested by the transaction (see [`TxnOp::Compact`]); the caller decides
+    /// whether it applies and patches the [`TxnOpResult::Compact`] result.
+    pub compact: Option<i64>,
 }
 
 /// Applies `txn` on top of `reader`'s state at `current_revision`.
@@ -72,6 +99,7 @@ pub(crate) fn apply_txn<R: KvRead>(
     };
 
     let mut events = Vec::new();
+    let mut compact = None;
     let mut responses = Vec::with_capacity(ops.len());
     for op in ops {
         match op {
@@ -97,24 +125,38 @@ pub(crate) fn apply_txn<R: KvRead>(
             }
             TxnOp::Delete { key } => {
                 let prev = lookup(&overlay, key)?;
-                if prev.is_some() {
+                if let Some(p) = &prev {
                     overlay.insert(key.clone(), None);
-                    events.push(WatchEvent {
-                        kind: EventKind::Delete,
-                        kv: KeyValue {
-                            key: key.clone(),
-                            value: Vec::new(),
-                            create_revision: 0,
-                            mod_revision: new_revision,
-                            version: 0,
-                        },
-                        prev_kv: prev.clone(),
-                    });
+                    events.push(delete_event(key, new_revision, p.clone()));
                 }
                 // The revision is patched below once we know whether anything changed.
                 responses.push(TxnOpResult::Delete(DeleteResult { revision: 0, prev }));
             }
             TxnOp::Get { key } => responses.push(TxnOpResult::Get(lookup(&overlay, key)?)),
+            TxnOp::Range { key, range_end } => {
+                let range = KeyRange::new(key.clone(), range_end.clone());
+                responses.push(TxnOpResult::Range(range_with_overlay(
+                    reader, &overlay, &range,
+                )?));
+            }
+            TxnOp::Compact { revision } => {
+                compact = Some(*revision);
+                responses.push(TxnOpResult::Compact {
+                    compact_revision: 0,
+                });
+            }
+            TxnOp::DeleteRange { key, range_end } => {
+                let range = KeyRange::new(key.clone(), range_end.clone());
+                let deleted = range_with_overlay(reader, &overlay, &range)?;
+                for prev in &deleted {
+                    overlay.insert(prev.key.clone(), None);
+                    events.push(delete_event(&prev.key, new_revision, prev.clone()));
+                }
+                responses.push(TxnOpResult::DeleteRange(DeleteRangeResult {
+                    revision: 0,
+                    deleted,
+                }));
+            }
         }
     }
 
@@ -125,12 +167,22 @@ pub(crate) fn apply_txn<R: KvRead>(
         current_revision
     };
     for response in &mut responses {
-        if let TxnOpResult::Delete(d) = response {
-            d.revision = if d.prev.is_some() {
-                new_revision
-            } else {
-                revision
-            };
+        match response {
+            TxnOpResult::Delete(d) => {
+                d.revision = if d.prev.is_some() {
+                    new_revision
+                } else {
+                    revision
+                };
+            }
+            TxnOpResult::DeleteRange(d) => {
+                d.revision = if d.deleted.is_empty() {
+                    revision
+                } else {
+                    new_revision
+                };
+            }
+            _ => {}
         }
     }
     let writes = overlay
@@ -149,7 +201,23 @@ pub(crate) fn apply_txn<R: KvRead>(
         writes: if changed { writes } else { Vec::new() },
         events,
         revision,
+        compact,
     })
+}
+
+/// The event of deleting `key` (whose last state was `prev`) at `revision`.
+fn delete_event(key: &[u8], revision: i64, prev: KeyValue) -> WatchEvent {
+    WatchEvent {
+        kind: EventKind::Delete,
+        kv: KeyValue {
+            key: key.to_vec(),
+            value: Vec::new(),
+            create_revision: 0,
+            mod_revision: revision,
+            version: 0,
+        },
+        prev_kv: Some(prev),
+    }
 }
 
 /// Whether `compare` holds for the key's current state `actual`.
@@ -193,6 +261,13 @@ mod tests {
         type Error = Infallible;
         fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, Infallible> {
             Ok(self.kvs.get(key).cloned())
+        }
+        fn range(&self, range: &KeyRange) -> Result<Vec<KeyValue>, Infallible> {
+            Ok(self
+                .kvs
+                .range(range.bounds())
+                .map(|(_, kv)| kv.clone())
+                .collect())
         }
     }
 
@@ -306,6 +381,45 @@ mod tests {
         m.run(only(vec![put("a", "3")]));
         let kv = &m.kvs[b"a".as_slice()];
         assert_eq!((kv.create_revision, kv.version), (5, 1));
+    }
+
+    #[test]
+    fn delete_range_sees_earlier_writes_and_takes_one_revision() {
+        let mut m = Mem::new();
+        m.run(only(vec![
+            put("/a/1", "x"),
+            put("/a/2", "x"),
+            put("/b", "x"),
+        ])); // rev 2
+        let d = m.run(only(vec![
+            put("/a/3", "y"),
+            TxnOp::DeleteRange {
+                key: "/a/".into(),
+                range_end: "/a0".into(),
+            },
+            TxnOp::Range {
+                key: vec![0],
+                range_end: vec![0],
+            },
+        ]));
+        assert_eq!(d.revision, 3);
+        let TxnOpResult::DeleteRange(dr) = &d.result.responses[1] else {
+            panic!("not a delete range")
+        };
+        assert_eq!(dr.revision, 3);
+        let keys: Vec<_> = dr.deleted.iter().map(|kv| kv.key.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![b"/a/1".to_vec(), b"/a/2".to_vec(), b"/a/3".to_vec()]
+        );
+        assert!(matches!(&d.result.responses[2], TxnOpResult::Range(kvs) if kvs.len() == 1));
+        assert_eq!(d.events.len(), 4);
+        assert_eq!(m.kvs.len(), 1);
+        let none = m.run(only(vec![TxnOp::DeleteRange {
+            key: "/zz".into(),
+            range_end: vec![0],
+        }]));
+        assert_eq!(none.revision, 3);
     }
 
     #[test]

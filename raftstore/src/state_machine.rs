@@ -22,7 +22,8 @@ use sled::transaction::{ConflictableTransactionError, Transactional};
 
 use crate::codec::{decode, encode, revision_key};
 use crate::error::{Error, Result};
-use crate::model::{KeyValue, RangeResult, WatchEvent};
+use crate::key_range::KeyRange;
+use crate::model::{KeyValue, RangeResult, TxnOpResult, WatchEvent};
 use crate::mvcc::{self, KvRead, KvWrite};
 use crate::types::{
     Entry, LogId, RaftResponse, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -92,6 +93,15 @@ impl KvRead for KvTree<'_> {
     type Error = Error;
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         self.0.get(key)?.map(|bytes| decode(&bytes)).transpose()
+    }
+    fn range(&self, range: &KeyRange) -> Result<Vec<KeyValue>> {
+        if range.is_single() {
+            return Ok(self.get(&range.key)?.into_iter().collect());
+        }
+        self.0
+            .range::<Vec<u8>, _>(range.bounds())
+            .map(|item| decode(&item?.1))
+            .collect()
     }
 }
 
@@ -169,6 +179,47 @@ impl SmShared {
         })
     }
 
+    /// The compaction revision (0: never compacted).
+    pub(crate) fn compact_revision(&self) -> i64 {
+        self.read_state().compact_revision
+    }
+
+    /// The key-values in `range` as of `revision` (<= 0: the current one), sorted by key, with
+    /// the current store revision. Past states are rebuilt by undoing the newer history events
+    /// (each carries the key's previous state), so they are exact back to the compaction point.
+    pub(crate) fn range_at(&self, range: &KeyRange, revision: i64) -> Result<(Vec<KeyValue>, i64)> {
+        let state = self.read_state();
+        let current = state.revision;
+        let kvs = KvTree(&self.kv).range(range)?;
+        if revision <= 0 || revision == current {
+            return Ok((kvs, current));
+        }
+        if revision > current {
+            return Err(Error::FutureRevision { revision, current });
+        }
+        if revision < state.compact_revision {
+            return Err(Error::Compacted {
+                compact_revision: state.compact_revision,
+            });
+        }
+        let mut at: std::collections::BTreeMap<Vec<u8>, KeyValue> =
+            kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        let newer = self
+            .events
+            .range(revision_key(revision + 1)..=revision_key(current));
+        for item in newer.rev() {
+            let (_key, bytes) = item?;
+            let events: Vec<WatchEvent> = decode(&bytes)?;
+            for event in events.iter().rev().filter(|e| range.contains(&e.kv.key)) {
+                match &event.prev_kv {
+                    Some(prev) => at.insert(prev.key.clone(), prev.clone()),
+                    None => at.remove(&event.kv.key),
+                };
+            }
+        }
+        Ok((at.into_values().collect(), current))
+    }
+
     /// Starts a watch; see [`crate::Store::watch`].
     pub(crate) fn watch(&self, prefix: Vec<u8>, start_revision: i64) -> Result<WatchStream> {
         let (start, compact_revision) = {
@@ -211,6 +262,7 @@ impl SmShared {
         let mut response = RaftResponse::default();
         let mut writes = Vec::new();
         let mut events = Vec::new();
+        let mut compacted_events = Vec::new();
         match entry.payload {
             EntryPayload::Blank => {}
             EntryPayload::Membership(membership) => {
@@ -221,7 +273,23 @@ impl SmShared {
                 next.revision = applied.revision;
                 writes = applied.writes;
                 events = applied.events;
-                response.txn = Some(applied.result);
+                let mut result = applied.result;
+                if let Some(target) = applied.compact {
+                    if target > next.compact_revision && target <= next.revision {
+                        next.compact_revision = target;
+                        // History is only written under this lock, so the scan is stable.
+                        for item in self.events.range(..=revision_key(target)) {
+                            compacted_events.push(item?.0);
+                        }
+                        tracing::info!(compact_revision = target, "compacted history");
+                    }
+                    for r in &mut result.responses {
+                        if let TxnOpResult::Compact { compact_revision } = r {
+                            *compact_revision = next.compact_revision;
+                        }
+                    }
+                }
+                response.txn = Some(result);
             }
         }
 
@@ -244,6 +312,9 @@ impl SmShared {
                     Some(value) => kv.insert(key.as_slice(), value.as_slice())?,
                     None => kv.remove(key.as_slice())?,
                 };
+            }
+            for key in &compacted_events {
+                ev.remove(key)?;
             }
             if let Some(encoded) = &encoded_events {
                 ev.insert(&revision_key(next.revision), encoded.as_slice())?;

@@ -11,10 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use openraft::metrics::WaitError;
 
 use crate::cluster::{self, ClusterConfig, RaftTuning};
+
 use crate::error::{Error, Result};
+use crate::key_range::KeyRange;
 use crate::log_store::LogStore;
 use crate::model::{
     DeleteResult, KeyValue, PutResult, RangeResult, Txn, TxnOp, TxnOpResult, TxnResult,
@@ -64,10 +67,10 @@ pub struct Store {
 pub(crate) struct StoreInner {
     pub(crate) node_id: NodeId,
     pub(crate) raft: Raft,
-    sm: Arc<SmShared>,
+    pub(crate) sm: Arc<SmShared>,
     /// Kept to see when openraft has released its clones (see `shutdown`).
     log: LogStore,
-    db: sled::Db,
+    pub(crate) db: sled::Db,
     shut_down: AtomicBool,
     pub(crate) channels: PeerChannels,
     server: tokio::sync::Mutex<Option<PeerServer>>,
@@ -228,6 +231,66 @@ impl Store {
     pub async fn watch(&self, prefix: Vec<u8>, start_revision: i64) -> Result<WatchStream> {
         self.check_open()?;
         self.inner.sm.watch(prefix, start_revision)
+    }
+
+    /// Reads the etcd-style `range` as of `revision` (<= 0: now) with the given consistency,
+    /// sorted by key. Past revisions are exact back to the compaction revision; older ones fail
+    /// with [`Error::Compacted`], newer than now with [`Error::FutureRevision`]. The result's
+    /// `revision` is the current store revision, as in etcd's response header.
+    pub async fn range(
+        &self,
+        range: &KeyRange,
+        revision: i64,
+        consistency: ReadConsistency,
+    ) -> Result<RangeResult> {
+        self.prepare_read(consistency).await?;
+        let (kvs, revision) = self.inner.sm.range_at(range, revision)?;
+        Ok(RangeResult { kvs, revision })
+    }
+
+    /// Like [`Store::watch`], for the etcd-style `range`.
+    pub async fn watch_range(&self, range: KeyRange, start_revision: i64) -> Result<WatchStream> {
+        let stream = self.watch(range.common_prefix(), start_revision).await?;
+        Ok(Box::pin(stream.filter(move |event| {
+            let keep = match event {
+                Ok(e) => range.contains(&e.kv.key),
+                Err(_) => true,
+            };
+            std::future::ready(keep)
+        })))
+    }
+
+    /// Drops history up to and including `revision` through the Raft log (every member
+    /// compacts at the same point) and returns the compaction revision now in force. Fails with
+    /// [`Error::Compacted`] if `revision` is already compacted and [`Error::FutureRevision`] if
+    /// the store has not reached it.
+    pub async fn compact(&self, revision: i64) -> Result<i64> {
+        let compacted = self.compact_revision();
+        if revision <= compacted {
+            return Err(Error::Compacted {
+                compact_revision: compacted,
+            });
+        }
+        let current = self.revision();
+        if revision > current {
+            return Err(Error::FutureRevision { revision, current });
+        }
+        match self.single(TxnOp::Compact { revision }).await? {
+            TxnOpResult::Compact { compact_revision } => Ok(compact_revision),
+            _ => Err(Error::UnexpectedResponse(
+                "compact did not return a compact result",
+            )),
+        }
+    }
+
+    /// The revision up to which history was compacted (0: never).
+    pub fn compact_revision(&self) -> i64 {
+        self.inner.sm.compact_revision()
+    }
+
+    /// Bytes the store's database takes on disk.
+    pub fn db_size(&self) -> Result<u64> {
+        Ok(self.inner.db.size_on_disk()?)
     }
 
     /// The current applied revision.

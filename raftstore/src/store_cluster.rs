@@ -105,6 +105,16 @@ impl Store {
         status_of(&self.inner.raft.metrics().borrow())
     }
 
+    /// Index of the last entry in this member's Raft log (0: empty).
+    pub fn last_log_index(&self) -> u64 {
+        self.inner
+            .raft
+            .metrics()
+            .borrow()
+            .last_log_index
+            .unwrap_or(0)
+    }
+
     /// A watch on leader, term and membership changes; the first `changed()` returns at once.
     pub fn status_watch(&self) -> StatusWatch {
         StatusWatch {

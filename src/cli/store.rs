@@ -1,6 +1,7 @@
-//! `capstan store`: runs one member of a Raft store cluster in the foreground, with no client
-//! API (that comes with the etcd-compatible service). Useful for testing clusters: it prints a
-//! line on stdout whenever the leader, term or membership this member sees changes.
+//! `capstan store`: runs one member of a Raft store cluster in the foreground, optionally serving
+//! the etcd v3 client API on `--listen-client-url` (so `etcdctl` works against it). Useful for
+//! testing clusters: it prints a line on stdout whenever the leader, term or membership this
+//! member sees changes.
 //!
 //! Owns only flag parsing and the foreground loop; all store logic lives in `raftstore`.
 
@@ -8,7 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use raftstore::{ClusterConfig, ClusterStatus, InitialClusterState, Store};
+use raftstore::{
+    ClusterConfig, ClusterStatus, EtcdServer, EtcdServerConfig, InitialClusterState, Store,
+};
 
 /// Flags of `capstan store`.
 #[derive(Args, Debug)]
@@ -33,6 +36,9 @@ pub struct StoreArgs {
     /// Raft id, for a member joining an existing cluster (not in --initial-cluster).
     #[arg(long)]
     node_id: Option<u64>,
+    /// Where the etcd v3 client API listens (e.g. http://127.0.0.1:2379); none if not given.
+    #[arg(long)]
+    listen_client_url: Option<String>,
     /// Log filter (tracing `EnvFilter` syntax); RUST_LOG wins when set.
     #[arg(long, default_value = "info")]
     log: String,
@@ -124,13 +130,42 @@ async fn shutdown_signal() {
     }
 }
 
+/// Starts the etcd client API on `url` (`http://host:port`) for `store`.
+async fn serve_client_api(
+    store: &Store,
+    cfg: &ClusterConfig,
+    url: &str,
+) -> anyhow::Result<EtcdServer> {
+    let addr = url
+        .strip_prefix("http://")
+        .with_context(|| format!("--listen-client-url {url}: only http:// URLs are supported"))?
+        .trim_end_matches('/');
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--listen-client-url {url}"))?;
+    let etcd = EtcdServerConfig {
+        member_names: cfg
+            .initial_cluster
+            .iter()
+            .map(|m| (m.id, m.name.clone()))
+            .chain([(cfg.node_id, cfg.name.clone())])
+            .collect(),
+        client_urls: [(cfg.node_id, vec![url.to_string()])].into_iter().collect(),
+    };
+    Ok(EtcdServer::start(store.clone(), etcd, listener)?)
+}
+
 /// Runs the member until SIGINT or SIGTERM, printing leader/term/membership changes.
 pub async fn run(a: StoreArgs) -> anyhow::Result<()> {
     init_logs(&a.log)?;
     let cfg = a.config()?;
-    let store = Store::open_cluster(cfg)
+    let store = Store::open_cluster(cfg.clone())
         .await
         .context("starting the store")?;
+    let client_api = match &a.listen_client_url {
+        Some(url) => Some(serve_client_api(&store, &cfg, url).await?),
+        None => None,
+    };
     let mut status = store.status_watch();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -142,6 +177,9 @@ pub async fn run(a: StoreArgs) -> anyhow::Result<()> {
                 None => break,
             },
         }
+    }
+    if let Some(server) = client_api {
+        server.stop().await;
     }
     store.shutdown().await.context("stopping the store")?;
     Ok(())

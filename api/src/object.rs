@@ -288,6 +288,55 @@ macro_rules! resource_impls {
 }
 for_each_kind!(resource_impls);
 
+/// Calls `$m!` with the kinds that have a status subresource.
+macro_rules! for_each_kind_with_status {
+    ($m:ident) => {
+        $m!(
+            Namespace,
+            Node,
+            Pod,
+            ReplicaSet,
+            Deployment,
+            StatefulSet,
+            DaemonSet,
+            Job,
+            CronJob,
+            Service,
+            ResourceQuota,
+            PersistentVolume,
+            PersistentVolumeClaim
+        )
+    };
+}
+
+impl v1::Object {
+    /// Drops the status (the server owns it, not the manifest); kinds without one are unchanged.
+    pub fn clear_status(&mut self) {
+        macro_rules! arms {
+            ($($k:ident),*) => {
+                match self.kind.as_mut() {
+                    $(Some(Oneof::$k(o)) => o.status = None,)*
+                    _ => {}
+                }
+            };
+        }
+        for_each_kind_with_status!(arms)
+    }
+
+    /// Replaces this object's status by `from`'s when both are of the same kind.
+    pub fn copy_status_from(&mut self, from: &v1::Object) {
+        macro_rules! arms {
+            ($($k:ident),*) => {
+                match (from.kind.as_ref(), self.kind.as_mut()) {
+                    $((Some(Oneof::$k(f)), Some(Oneof::$k(t))) => t.status = f.status.clone(),)*
+                    _ => {}
+                }
+            };
+        }
+        for_each_kind_with_status!(arms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

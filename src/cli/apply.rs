@@ -126,31 +126,13 @@ fn same_desired_state(existing: &Object, wanted: &Object) -> bool {
             if let Some(meta) = body.try_metadata_mut() {
                 *meta = api::v1::ObjectMeta::default();
             }
-            clear_status(&mut body);
+            body.clear_status();
             Some(body.encode_to_vec())
         }
         None => None,
     };
     let (a, b) = (existing.metadata(), wanted.metadata());
     spec(existing) == spec(wanted) && a.labels == b.labels && a.annotations == b.annotations
-}
-
-/// Drops the status of kinds that have one (it is the server's, not the manifest's).
-fn clear_status(obj: &mut Object) {
-    use api::v1::object::Kind as K;
-    match obj.kind.as_mut() {
-        Some(K::ReplicaSet(o)) => o.status = None,
-        Some(K::Deployment(o)) => o.status = None,
-        Some(K::StatefulSet(o)) => o.status = None,
-        Some(K::DaemonSet(o)) => o.status = None,
-        Some(K::Job(o)) => o.status = None,
-        Some(K::CronJob(o)) => o.status = None,
-        Some(K::Service(o)) => o.status = None,
-        Some(K::ResourceQuota(o)) => o.status = None,
-        Some(K::PersistentVolume(o)) => o.status = None,
-        Some(K::PersistentVolumeClaim(o)) => o.status = None,
-        _ => {}
-    }
 }
 
 /// Fields the server fills in after creation (a pod's `nodeName` from its Binding) are kept

@@ -221,7 +221,7 @@ impl Registry {
             meta.generation = cur.generation + i64::from(spec_changed);
             meta.resource_version.clear();
         }
-        copy_status(&current, &mut next);
+        next.copy_status_from(&current);
         validate(kind, &next)?;
         self.swap(kind, &kv, next).await
     }
@@ -233,7 +233,7 @@ impl Registry {
         let (namespace, name) = ns_name(&obj);
         let (mut current, kv) = self.load(kind, &namespace, &name).await?;
         check_rv(&obj, &kv)?;
-        copy_status(&obj, &mut current);
+        current.copy_status_from(&obj);
         current.metadata_mut().resource_version.clear();
         self.swap(kind, &kv, current).await
     }
@@ -509,34 +509,10 @@ fn spec_bytes(obj: &Object) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// Copies `from`'s status into `to` (same kind); other fields of `to` stay.
-fn copy_status(from: &Object, to: &mut Object) {
-    use v1::object::Kind as K;
-    match (from.kind.as_ref(), to.kind.as_mut()) {
-        (Some(K::Pod(f)), Some(K::Pod(t))) => t.status = f.status.clone(),
-        (Some(K::Node(f)), Some(K::Node(t))) => t.status = f.status.clone(),
-        (Some(K::Namespace(f)), Some(K::Namespace(t))) => t.status = f.status.clone(),
-        (Some(K::ReplicaSet(f)), Some(K::ReplicaSet(t))) => t.status = f.status.clone(),
-        (Some(K::Deployment(f)), Some(K::Deployment(t))) => t.status = f.status.clone(),
-        (Some(K::StatefulSet(f)), Some(K::StatefulSet(t))) => t.status = f.status.clone(),
-        (Some(K::DaemonSet(f)), Some(K::DaemonSet(t))) => t.status = f.status.clone(),
-        (Some(K::Job(f)), Some(K::Job(t))) => t.status = f.status.clone(),
-        (Some(K::CronJob(f)), Some(K::CronJob(t))) => t.status = f.status.clone(),
-        (Some(K::Service(f)), Some(K::Service(t))) => t.status = f.status.clone(),
-        (Some(K::ResourceQuota(f)), Some(K::ResourceQuota(t))) => t.status = f.status.clone(),
-        (Some(K::PersistentVolume(f)), Some(K::PersistentVolume(t))) => {
-            t.status = f.status.clone();
-        }
-        (Some(K::PersistentVolumeClaim(f)), Some(K::PersistentVolumeClaim(t))) => {
-            t.status = f.status.clone();
-        }
-        _ => {}
-    }
-}
-
 /// What the server sets as status on create, whatever the client sent (as Kubernetes does).
 fn reset_status_for_create(obj: &mut Object) {
     use v1::object::Kind as K;
+    obj.clear_status();
     match obj.kind.as_mut() {
         Some(K::Pod(p)) => {
             p.status = Some(v1::PodStatus {
@@ -549,14 +525,6 @@ fn reset_status_for_create(obj: &mut Object) {
                 phase: "Active".into(),
             });
         }
-        Some(K::ReplicaSet(o)) => o.status = None,
-        Some(K::Deployment(o)) => o.status = None,
-        Some(K::StatefulSet(o)) => o.status = None,
-        Some(K::DaemonSet(o)) => o.status = None,
-        Some(K::Job(o)) => o.status = None,
-        Some(K::CronJob(o)) => o.status = None,
-        Some(K::Service(o)) => o.status = None,
-        Some(K::ResourceQuota(o)) => o.status = None,
         Some(K::PersistentVolume(o)) => {
             o.status = Some(v1::PersistentVolumeStatus {
                 phase: "Pending".into(),
@@ -569,22 +537,7 @@ fn reset_status_for_create(obj: &mut Object) {
                 ..Default::default()
             });
         }
-        Some(
-            K::Node(_)
-            | K::Endpoints(_)
-            | K::ConfigMap(_)
-            | K::Secret(_)
-            | K::ServiceAccount(_)
-            | K::Event(_)
-            | K::Lease(_)
-            | K::LimitRange(_)
-            | K::Role(_)
-            | K::RoleBinding(_)
-            | K::ClusterRole(_)
-            | K::ClusterRoleBinding(_)
-            | K::StorageClass(_),
-        )
-        | None => {}
+        _ => {}
     }
 }
 

@@ -6,6 +6,7 @@
 //! ([`routes`]). Decisions (subnet and address choice, route diffs) are pure; netlink and
 //! files sit at the edges. Kernel calls act on the calling thread's namespace and block;
 //! async callers use `spawn_blocking`, node-namespace work goes through [`run_in_netns`].
+//! Services are proxied by nftables rules ([`services`]).
 
 pub mod bridge;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod mount;
 pub mod name;
 pub mod netns;
 pub mod routes;
+pub mod services;
 pub mod subnet;
 pub mod sysctl;
 pub mod veth;
@@ -29,4 +31,7 @@ pub use link::{link_exists, link_ipv4_addresses, link_is_up, link_mtu, set_link_
 pub use name::{validate_ifname, validate_netns_name};
 pub use netns::{run_in_netns, NetnsManager};
 pub use routes::{sync_routes, PeerRoute, RouteDiff, ROUTE_PROTOCOL};
+pub use services::{
+    sync_services, Endpoint, Protocol, ProxyConfig, ServicePort, ServiceSpec, SyncStats,
+};
 pub use veth::{attach_pod, detach_pod, host_ifname, PodInterface};

@@ -112,6 +112,15 @@ pub async fn run(
             registry: registry.clone(),
             config: cfg.node_lifecycle,
         }),
+        controller_child(crate::controllers::replicaset::ReplicaSetController {
+            registry: registry.clone(),
+        }),
+        controller_child(crate::controllers::deployment::DeploymentController {
+            registry: registry.clone(),
+        }),
+        controller_child(crate::controllers::garbage_collector::GarbageCollector {
+            registry: registry.clone(),
+        }),
     ];
     if run_agent {
         children.push(agent_child(ctx));
@@ -314,6 +323,23 @@ fn node_lifecycle_child(args: NodeLifecycleArgs) -> ChildSpec {
             Box::pin(async move {
                 let name = Some(node_lifecycle::NAME.to_string());
                 let (r, _) = Actor::spawn_linked(name, NodeLifecycle, args, sup).await?;
+                Ok(r.get_cell())
+            })
+        }),
+    }
+}
+
+/// A workload controller (ReplicaSet, Deployment, garbage collector) run by the shared
+/// controller actor, registered under `P::NAME`.
+fn controller_child<P: crate::controllers::runner::Pass>(pass: P) -> ChildSpec {
+    ChildSpec {
+        id: P::NAME.to_string(),
+        start: Arc::new(move |sup| {
+            let pass = pass.clone();
+            Box::pin(async move {
+                let name = Some(P::NAME.to_string());
+                let actor = crate::controllers::runner::Controller::<P>::default();
+                let (r, _) = Actor::spawn_linked(name, actor, pass, sup).await?;
                 Ok(r.get_cell())
             })
         }),

@@ -9,6 +9,7 @@ mod image;
 mod logs;
 mod server;
 mod store;
+mod workloads;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +38,11 @@ enum Command {
     Agent(server::AgentArgs),
     /// Run one member of a Raft store cluster in the foreground.
     Store(store::StoreArgs),
+    /// Set the replicas of a Deployment, ReplicaSet or StatefulSet.
+    Scale(workloads::ScaleArgs),
+    /// Manage rollouts.
+    #[command(subcommand)]
+    Rollout(workloads::RolloutCommand),
     /// Create or update objects from manifest files (YAML or JSON, multi-document, directories).
     Apply(apply::ApplyArgs),
     /// Show objects.
@@ -71,6 +77,8 @@ pub fn main() -> i32 {
             Command::Server(a) => server::run(a).await,
             Command::Agent(a) => server::run_agent(&cli.server, a).await,
             Command::Store(a) => store::run(a).await,
+            Command::Scale(a) => workloads::scale(&cli.server, a).await,
+            Command::Rollout(c) => workloads::rollout(&cli.server, c).await,
             Command::Apply(a) => apply::run(&cli.server, a).await,
             Command::Get(a) => get::run(&cli.server, a).await,
             Command::Delete(a) => get::delete(&cli.server, a).await,

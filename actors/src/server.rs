@@ -15,8 +15,8 @@ use crate::agent::network::{PodNetwork, PodNetworkConfig};
 use crate::agent::{self, AgentContext, NodeAgent};
 use crate::apiserver::{ApiService, Registry};
 use crate::controllers::decide_node::LifecycleConfig;
-use crate::controllers::node_ipam::{self, NodeIpam, NodeIpamArgs};
-use crate::controllers::node_lifecycle::{self, NodeLifecycle, NodeLifecycleArgs};
+use crate::controllers::node_ipam::NodeIpamArgs;
+use crate::controllers::node_lifecycle::NodeLifecycleArgs;
 use crate::error::{Error, Result};
 use crate::node_service::{pb, DebugService, NodeService};
 use crate::restart::RestartPolicy;
@@ -104,11 +104,11 @@ pub async fn run(
 
     let mut children = vec![
         scheduler_child(registry.clone()),
-        node_ipam_child(NodeIpamArgs {
+        controller_child(NodeIpamArgs {
             registry: registry.clone(),
             cluster: cfg.cluster_cidr,
         }),
-        node_lifecycle_child(NodeLifecycleArgs {
+        controller_child(NodeLifecycleArgs {
             registry: registry.clone(),
             config: cfg.node_lifecycle,
         }),
@@ -295,34 +295,6 @@ fn scheduler_child(registry: Registry) -> ChildSpec {
                     sup,
                 )
                 .await?;
-                Ok(r.get_cell())
-            })
-        }),
-    }
-}
-
-fn node_ipam_child(args: NodeIpamArgs) -> ChildSpec {
-    ChildSpec {
-        id: node_ipam::NAME.to_string(),
-        start: Arc::new(move |sup| {
-            let args = args.clone();
-            Box::pin(async move {
-                let name = Some(node_ipam::NAME.to_string());
-                let (r, _) = Actor::spawn_linked(name, NodeIpam, args, sup).await?;
-                Ok(r.get_cell())
-            })
-        }),
-    }
-}
-
-fn node_lifecycle_child(args: NodeLifecycleArgs) -> ChildSpec {
-    ChildSpec {
-        id: node_lifecycle::NAME.to_string(),
-        start: Arc::new(move |sup| {
-            let args = args.clone();
-            Box::pin(async move {
-                let name = Some(node_lifecycle::NAME.to_string());
-                let (r, _) = Actor::spawn_linked(name, NodeLifecycle, args, sup).await?;
                 Ok(r.get_cell())
             })
         }),

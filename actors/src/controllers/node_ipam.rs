@@ -8,12 +8,11 @@ use std::time::Duration;
 use api::v1::{self, Object};
 use api::Kind;
 use net::{ClusterCidr, Ipv4Net, SubnetClaim, SubnetRegistry};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use super::runner::Pass;
 use crate::agent::network::assigned_subnet;
 use crate::apiserver::Registry;
 use crate::error::Error;
-use crate::trigger::spawn_watch_trigger;
 
 /// Registered name of the node IPAM controller.
 pub const NAME: &str = "node-ipam";
@@ -95,18 +94,7 @@ impl SubnetRegistry for NodeCidrs {
     }
 }
 
-/// Messages of the [`NodeIpam`] controller.
-#[derive(Debug)]
-pub enum NodeIpamMsg {
-    /// Nodes changed or the timer fired: assign missing subnets. May be dropped.
-    Sync,
-}
-
-/// The node IPAM controller actor.
-#[derive(Debug, Default)]
-pub struct NodeIpam;
-
-/// Arguments of the [`NodeIpam`] controller.
+/// Arguments of the node IPAM controller; also its [`Pass`].
 #[derive(Debug, Clone)]
 pub struct NodeIpamArgs {
     /// The API registry.
@@ -115,58 +103,21 @@ pub struct NodeIpamArgs {
     pub cluster: ClusterCidr,
 }
 
-/// State of the [`NodeIpam`] controller.
-#[derive(Debug)]
-pub struct NodeIpamState {
-    args: NodeIpamArgs,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
+impl Pass for NodeIpamArgs {
+    const NAME: &'static str = NAME;
+    const WATCHED: &'static [Kind] = &[Kind::Node];
+    const RESYNC: Duration = RESYNC;
 
-impl Actor for NodeIpam {
-    type Msg = NodeIpamMsg;
-    type State = NodeIpamState;
-    type Arguments = NodeIpamArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        args: NodeIpamArgs,
-    ) -> std::result::Result<Self::State, ActorProcessingErr> {
-        let reg = args.registry.clone();
-        let watch = spawn_watch_trigger(
-            myself.clone(),
-            move || {
-                let reg = reg.clone();
-                async move { reg.watch(Kind::Node, "", "", "").await.map(Box::pin) }
-            },
-            || NodeIpamMsg::Sync,
-        );
-        let timer = myself.send_interval(RESYNC, || NodeIpamMsg::Sync);
-        Ok(NodeIpamState {
-            args,
-            tasks: vec![watch, timer],
-        })
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
 
-    async fn post_stop(
+    async fn run(
         &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> std::result::Result<(), ActorProcessingErr> {
-        state.tasks.iter().for_each(|t| t.abort());
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        state: &mut Self::State,
-    ) -> std::result::Result<(), ActorProcessingErr> {
-        match msg {
-            NodeIpamMsg::Sync => assign_missing(&state.args).await,
-        }
-        Ok(())
+        _now: chrono::DateTime<chrono::Utc>,
+    ) -> crate::error::Result<Option<Duration>> {
+        assign_missing(self).await;
+        Ok(None)
     }
 }
 

@@ -1,15 +1,16 @@
 //! The node lifecycle controller: notices nodes whose agent stopped heartbeating, marks them
 //! `Ready=Unknown` and their pods not ready, and evicts the pods of nodes that stayed not-ready
-//! past the eviction timeout. Decisions come from [`super::decide_node`]; this actor only reads
-//! state from the registry and writes the results. Level-triggered: every pass re-reads all.
+//! past the eviction timeout. Decisions come from [`super::decide_node`]; the shared
+//! [`super::runner`] actor runs the passes; this module only reads state from the registry and
+//! writes the results. Level-triggered: every pass re-reads all.
 
 use std::time::Duration;
 
 use api::v1::{self, Object};
 use api::Kind;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::decide_node::{evicts_pods, stale_ready_condition, LifecycleConfig};
+use super::runner::Pass;
 use crate::apiserver::registry::set_pod_condition;
 use crate::apiserver::Registry;
 use crate::error::Result;
@@ -20,18 +21,7 @@ pub const NAME: &str = "node-lifecycle";
 /// How often the controller checks the nodes.
 const PERIOD: Duration = Duration::from_secs(5);
 
-/// Messages of the [`NodeLifecycle`] controller.
-#[derive(Debug)]
-pub enum NodeLifecycleMsg {
-    /// Check every node now. May be dropped (the timer resends it).
-    Sync,
-}
-
-/// The node lifecycle controller actor.
-#[derive(Debug, Default)]
-pub struct NodeLifecycle;
-
-/// Arguments of the [`NodeLifecycle`] controller.
+/// Arguments of the node lifecycle controller; also its [`Pass`].
 #[derive(Debug, Clone)]
 pub struct NodeLifecycleArgs {
     /// The API registry.
@@ -40,50 +30,17 @@ pub struct NodeLifecycleArgs {
     pub config: LifecycleConfig,
 }
 
-/// State of the [`NodeLifecycle`] controller.
-#[derive(Debug)]
-pub struct NodeLifecycleState {
-    args: NodeLifecycleArgs,
-    timer: tokio::task::JoinHandle<()>,
-}
+impl Pass for NodeLifecycleArgs {
+    const NAME: &'static str = NAME;
+    const WATCHED: &'static [Kind] = &[Kind::Node];
+    const RESYNC: Duration = PERIOD;
 
-impl Actor for NodeLifecycle {
-    type Msg = NodeLifecycleMsg;
-    type State = NodeLifecycleState;
-    type Arguments = NodeLifecycleArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        args: NodeLifecycleArgs,
-    ) -> std::result::Result<Self::State, ActorProcessingErr> {
-        let timer = myself.send_interval(PERIOD, || NodeLifecycleMsg::Sync);
-        Ok(NodeLifecycleState { args, timer })
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> std::result::Result<(), ActorProcessingErr> {
-        state.timer.abort();
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        state: &mut Self::State,
-    ) -> std::result::Result<(), ActorProcessingErr> {
-        match msg {
-            NodeLifecycleMsg::Sync => {
-                if let Err(e) = pass(&state.args, chrono::Utc::now()).await {
-                    tracing::warn!(error = %e, "node lifecycle pass failed; will retry");
-                }
-            }
-        }
-        Ok(())
+    async fn run(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Option<Duration>> {
+        pass(self, now).await.map(|()| None)
     }
 }
 

@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub node_lifecycle: LifecycleConfig,
     /// The cluster's pod CIDR, split into per-node subnets.
     pub cluster_cidr: net::ClusterCidr,
+    /// The Service CIDR ClusterIPs are allocated from.
+    pub service_cidr: net::Ipv4Net,
 }
 
 /// Settings of an agent-only process (`capstan agent`): a node that joins a remote server.
@@ -85,7 +87,7 @@ pub async fn run(
         data_dir: cfg.node.data_dir.join("store"),
     })
     .await?;
-    let registry = Registry::new(store.clone());
+    let registry = Registry::new(store.clone()).with_service_cidr(cfg.service_cidr);
     registry.ensure_namespace("default").await?;
 
     let (listener, addr) = listen(cfg.listen).await?;
@@ -116,6 +118,9 @@ pub async fn run(
             registry: registry.clone(),
         }),
         controller_child(crate::controllers::deployment::DeploymentController {
+            registry: registry.clone(),
+        }),
+        controller_child(crate::controllers::endpoints::EndpointsController {
             registry: registry.clone(),
         }),
         controller_child(crate::controllers::garbage_collector::GarbageCollector {

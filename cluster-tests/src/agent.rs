@@ -52,7 +52,7 @@ impl Agent {
         let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = in_netns(server.host_netns());
         cmd.arg("agent")
-            .args(["--bridge", "capstan1"])
+            .args(["--bridge", "capstan1", "--proxy-table", "capstan1"])
             .args([
                 "--server",
                 &server.url(),

@@ -272,6 +272,20 @@ impl Drop for Server {
                     })
                     .collect()
             };
+            // Workload controllers would replace deleted pods: remove their owners first.
+            for kind in ["deployments", "replicasets"] {
+                let out = self.cli(&["get", kind, "-A", "-o", "json"]);
+                let list: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                for o in list["items"].as_array().cloned().unwrap_or_default() {
+                    let (ns, name) = (&o["metadata"]["namespace"], &o["metadata"]["name"]);
+                    let (ns, name) = (
+                        ns.as_str().unwrap_or_default(),
+                        name.as_str().unwrap_or_default(),
+                    );
+                    let _ = self.cli(&["delete", kind, name, "-n", ns, "--wait=false"]);
+                }
+            }
             for (ns, name, _) in pods() {
                 let _ = self.cli(&["delete", "pod", &name, "-n", &ns, "--wait=false"]);
             }

@@ -38,6 +38,12 @@ pub struct NodeArgs {
     /// MTU of pod interfaces.
     #[arg(long, default_value_t = 1500)]
     mtu: u32,
+    /// The cluster's pod CIDR; each node gets a /24 of it, traffic leaving it is masqueraded.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: net::Ipv4Net,
+    /// The nftables table the Service proxy owns.
+    #[arg(long, default_value = "capstan")]
+    proxy_table: String,
 }
 
 /// How pods are networked on a node.
@@ -58,6 +64,8 @@ impl NodeArgs {
                 bridge: self.bridge.clone(),
                 mtu: self.mtu,
                 state_dir: data_dir.join("network"),
+                cluster_cidr: self.cluster_cidr,
+                proxy_table: self.proxy_table.clone(),
             }
         });
         Ok(actors::server::NodeSettings {
@@ -89,9 +97,9 @@ pub struct ServerArgs {
     /// Seconds a node may stay not-ready before its pods are evicted.
     #[arg(long, default_value_t = 300)]
     pod_eviction_timeout: i64,
-    /// The cluster's pod CIDR; each node gets a /24 of it.
-    #[arg(long, default_value = "10.244.0.0/16")]
-    cluster_cidr: net::Ipv4Net,
+    /// The Service CIDR ClusterIPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: net::Ipv4Net,
 }
 
 /// Flags of `capstan agent`.
@@ -164,12 +172,13 @@ async fn shutdown_signal() {
 /// Runs the server in the foreground until SIGINT or SIGTERM.
 pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     init_logs(&a.node.log)?;
-    let cluster_cidr = net::ClusterCidr::new(a.cluster_cidr, 24)
-        .map_err(|e| anyhow::anyhow!("--cluster-cidr {}: {e}", a.cluster_cidr))?;
+    let cluster_cidr = net::ClusterCidr::new(a.node.cluster_cidr, 24)
+        .map_err(|e| anyhow::anyhow!("--cluster-cidr {}: {e}", a.node.cluster_cidr))?;
     let cfg = actors::server::ServerConfig {
         node: a.node.settings()?,
         listen: a.listen,
         cluster_cidr,
+        service_cidr: a.service_cidr,
         node_lifecycle: actors::controllers::decide_node::LifecycleConfig {
             monitor_grace: chrono::Duration::seconds(a.node_monitor_grace_period),
             eviction_timeout: chrono::Duration::seconds(a.pod_eviction_timeout),

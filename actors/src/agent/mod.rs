@@ -9,6 +9,7 @@ pub mod network;
 pub mod node;
 pub mod plan;
 pub mod pod_worker;
+pub mod proxy;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -95,30 +96,24 @@ impl Actor for NodeAgent {
             tasks: Vec::new(),
         };
         register(&state).await?;
-        let client = state.ctx.client.clone();
-        let nodes = spawn_watch_trigger(
-            myself.clone(),
-            move || {
-                let client = client.clone();
-                async move { client.watch(Kind::Node, "", "", "").await }
-            },
-            || NodeAgentMsg::Sync,
-        );
-        let client = state.ctx.client.clone();
-        let watch = spawn_watch_trigger(
-            myself.clone(),
-            move || {
-                let client = client.clone();
-                async move { client.watch(Kind::Pod, "", "", "").await }
-            },
-            || NodeAgentMsg::Sync,
-        );
-        state.tasks = vec![
-            watch,
-            nodes,
-            myself.send_interval(RESYNC, || NodeAgentMsg::Sync),
-            myself.send_interval(HEARTBEAT, || NodeAgentMsg::Heartbeat),
-        ];
+        // Pods drive the workers; Nodes, Services and Endpoints drive routes and the proxy.
+        for kind in [Kind::Pod, Kind::Node, Kind::Service, Kind::Endpoints] {
+            let client = state.ctx.client.clone();
+            state.tasks.push(spawn_watch_trigger(
+                myself.clone(),
+                move || {
+                    let client = client.clone();
+                    async move { client.watch(kind, "", "", "").await }
+                },
+                || NodeAgentMsg::Sync,
+            ));
+        }
+        state
+            .tasks
+            .push(myself.send_interval(RESYNC, || NodeAgentMsg::Sync));
+        state
+            .tasks
+            .push(myself.send_interval(HEARTBEAT, || NodeAgentMsg::Heartbeat));
         Ok(state)
     }
 
@@ -386,8 +381,13 @@ async fn sync_network(
         .filter_map(|p| p.metadata.as_ref().map(|m| m.uid.clone()))
         .chain(state.workers.values().map(|w| w.uid.clone()))
         .collect();
+    let services: Vec<v1::Service> = list_typed(ctx, Kind::Service).await?;
+    let endpoints: Vec<v1::Endpoints> = list_typed(ctx, Kind::Endpoints).await?;
+    let proxy = proxy::proxy_input(&services, &endpoints);
+    let node_ip = ctx.host_ip.parse().ok();
     let n = network.clone();
     blocking(move || {
+        n.sync_services(&proxy, node_ip)?;
         let diff = net::sync_routes(&routes)?;
         if !diff.add.is_empty() || !diff.remove.is_empty() {
             tracing::info!(
@@ -428,4 +428,13 @@ async fn collect_orphans(state: &NodeAgentState, mine: &[v1::Pod]) -> Result<()>
         Ok(())
     })
     .await
+}
+
+async fn list_typed<T: api::Resource>(ctx: &AgentContext, kind: Kind) -> Result<Vec<T>> {
+    let objs = ctx
+        .client
+        .list(kind, "", "")
+        .await
+        .map_err(|e| Error::Client(e.to_string()))?;
+    Ok(objs.into_iter().filter_map(|o| o.into_typed()).collect())
 }

@@ -21,6 +21,10 @@ pub struct PodNetworkConfig {
     pub mtu: u32,
     /// Where pod address allocations are kept.
     pub state_dir: PathBuf,
+    /// The cluster's pod CIDR (traffic leaving it is masqueraded).
+    pub cluster_cidr: Ipv4Net,
+    /// The nftables table of the Service proxy (`capstan`).
+    pub proxy_table: String,
 }
 
 /// The node's pod network; becomes ready once the node's subnet is known and the bridge is up.
@@ -50,6 +54,16 @@ impl PodNetwork {
             return Ok(());
         }
         net::NodeNetwork::ensure(&self.config.bridge, subnet)?;
+        // Service traffic between pods on one bridge must pass through conntrack to be
+        // un-NATed on the way back (as Kubernetes requires of every node).
+        let knob = Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables");
+        if knob.exists() {
+            if let Err(e) = std::fs::write(knob, "1") {
+                tracing::warn!(error = %e, "cannot enable bridge-nf-call-iptables; Services between pods of one node may fail");
+            }
+        } else {
+            tracing::warn!("br_netfilter is not loaded (modprobe br_netfilter); Services between pods of one node may fail");
+        }
         let ipam = PodIpam::open(&self.config.state_dir, subnet)?;
         let _ = self.ready.set((subnet, ipam));
         tracing::info!(bridge = %self.config.bridge, subnet = %subnet, "pod network ready");
@@ -80,6 +94,22 @@ impl PodNetwork {
         if let Some((_, ipam)) = self.ready.get() {
             ipam.release(pod_uid)?;
         }
+        Ok(())
+    }
+
+    /// Programs the Service proxy (one nftables table, replaced atomically) for `services`.
+    pub fn sync_services(
+        &self,
+        services: &[(net::services::ServiceSpec, Vec<net::services::Endpoint>)],
+        node_ip: Option<Ipv4Addr>,
+    ) -> Result<()> {
+        let cfg = net::services::ProxyConfig {
+            table: self.config.proxy_table.clone(),
+            pod_cidr: self.config.cluster_cidr,
+            node_ips: node_ip.into_iter().collect(),
+        };
+        net::services::sync_services(&cfg, services)
+            .map_err(|e| crate::error::Error::FailedPrecondition(format!("service proxy: {e}")))?;
         Ok(())
     }
 

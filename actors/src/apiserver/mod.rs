@@ -4,6 +4,7 @@
 pub mod grpc;
 pub mod keys;
 pub mod registry;
+pub mod service_alloc;
 
 pub use grpc::ApiService;
 pub use registry::{EventType, ObjectEvent, Registry};

@@ -14,6 +14,7 @@ use futures::{Stream, StreamExt};
 use raftstore::{Compare, CompareOp, CompareTarget, EventKind, KeyValue, Store, Txn, TxnOp};
 
 use super::keys;
+use super::service_alloc;
 use crate::error::{Error, Result};
 
 /// One watch event: what happened, and the object after it (before it, for deletions).
@@ -30,6 +31,7 @@ pub struct ObjectEvent {
 pub struct Registry {
     store: Store,
     clock: Arc<dyn Fn() -> String + Send + Sync>,
+    service_cidr: net::Ipv4Net,
 }
 
 impl std::fmt::Debug for Registry {
@@ -46,10 +48,20 @@ pub fn now_rfc3339() -> String {
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Store) -> Self {
+        let service_cidr = service_alloc::DEFAULT_SERVICE_CIDR
+            .parse()
+            .unwrap_or_else(|_| net::Ipv4Net::default());
         Registry {
             store,
             clock: Arc::new(now_rfc3339),
+            service_cidr,
         }
+    }
+
+    /// The same registry allocating Service ClusterIPs from `cidr`.
+    pub fn with_service_cidr(mut self, cidr: net::Ipv4Net) -> Self {
+        self.service_cidr = cidr;
+        self
     }
 
     /// The store underneath (for the process's shutdown).
@@ -97,28 +109,90 @@ impl Registry {
             self.require_active_namespace(&namespace).await?;
         }
         let key = keys::object_key(kind, &namespace, &name);
-        let txn = Txn {
-            compares: vec![Compare {
-                key: key.clone().into_bytes(),
-                target: CompareTarget::CreateRevision(0),
-                op: CompareOp::Equal,
-            }],
-            success: vec![TxnOp::Put {
-                key: key.clone().into_bytes(),
-                value: obj.to_bytes(),
-            }],
-            failure: vec![],
-        };
-        let res = self.store.txn(txn).await?;
-        if !res.succeeded {
-            return Err(Error::AlreadyExists {
-                kind: kind.as_str().to_string(),
-                key: keys::display_key(kind, &namespace, &name),
-            });
+        let base = obj;
+        // A Service's ClusterIP/NodePorts are reserved in the same transaction; a reservation
+        // lost to a concurrent create is retried with fresh values.
+        for _ in 0..5 {
+            let mut obj = base.clone();
+            let mut reserved = Vec::new();
+            if let Some(v1::object::Kind::Service(svc)) = obj.kind.as_mut() {
+                let (ips, ports) = self.used_service_values().await?;
+                service_alloc::assign(svc, self.service_cidr, &ips, &ports).map_err(|details| {
+                    Error::Invalid {
+                        kind: kind.as_str().into(),
+                        name: name.clone(),
+                        details,
+                    }
+                })?;
+                reserved = service_alloc::reservations(svc);
+            }
+            let mut txn = Txn {
+                compares: vec![absent(&key)],
+                success: vec![TxnOp::Put {
+                    key: key.clone().into_bytes(),
+                    value: obj.to_bytes(),
+                }],
+                failure: vec![],
+            };
+            let owner = format!("{namespace}/{name}").into_bytes();
+            for r in &reserved {
+                txn.compares.push(absent(r));
+                txn.success.push(TxnOp::Put {
+                    key: r.clone().into_bytes(),
+                    value: owner.clone(),
+                });
+            }
+            let res = self.store.txn(txn).await?;
+            if res.succeeded {
+                obj.metadata_mut().resource_version = res.revision.to_string();
+                tracing::info!(kind = kind.as_str(), namespace = %namespace, name = %name, resource_version = res.revision, "object created");
+                return Ok(obj);
+            }
+            if reserved.is_empty() || self.store.get(key.as_bytes()).await?.is_some() {
+                return Err(Error::AlreadyExists {
+                    kind: kind.as_str().to_string(),
+                    key: keys::display_key(kind, &namespace, &name),
+                });
+            }
         }
-        obj.metadata_mut().resource_version = res.revision.to_string();
-        tracing::info!(kind = kind.as_str(), namespace = %namespace, name = %name, resource_version = res.revision, "object created");
-        Ok(obj)
+        Err(Error::Conflict {
+            key,
+            expected: "free ClusterIP and NodePorts".into(),
+            actual: "taken by concurrent creates; retry".into(),
+        })
+    }
+
+    /// ClusterIPs and NodePorts reserved by existing Services.
+    async fn used_service_values(
+        &self,
+    ) -> Result<(
+        std::collections::HashSet<std::net::Ipv4Addr>,
+        std::collections::HashSet<u16>,
+    )> {
+        let tail = |kv: &KeyValue, prefix: &str| {
+            String::from_utf8_lossy(&kv.key)
+                .strip_prefix(prefix)
+                .map(str::to_string)
+        };
+        let ips = self
+            .store
+            .range_prefix(service_alloc::IP_PREFIX.as_bytes())
+            .await?;
+        let ports = self
+            .store
+            .range_prefix(service_alloc::NODE_PORT_PREFIX.as_bytes())
+            .await?;
+        Ok((
+            ips.kvs
+                .iter()
+                .filter_map(|kv| tail(kv, service_alloc::IP_PREFIX)?.parse().ok())
+                .collect(),
+            ports
+                .kvs
+                .iter()
+                .filter_map(|kv| tail(kv, service_alloc::NODE_PORT_PREFIX)?.parse().ok())
+                .collect(),
+        ))
     }
 
     /// Reads one object.
@@ -222,6 +296,7 @@ impl Registry {
             meta.resource_version.clear();
         }
         next.copy_status_from(&current);
+        keep_service_allocations(&current, &mut next);
         validate(kind, &next)?;
         self.swap(kind, &kv, next).await
     }
@@ -284,11 +359,18 @@ impl Registry {
             return self.swap(kind, &kv, obj).await;
         }
         let key = kv.key.clone();
-        let txn = Txn {
+        let mut txn = Txn {
             compares: vec![mod_rev_equals(&key, kv.mod_revision)],
             success: vec![TxnOp::Delete { key: key.clone() }],
             failure: vec![],
         };
+        if let Some(v1::object::Kind::Service(svc)) = obj.kind.as_ref() {
+            for r in service_alloc::reservations(svc) {
+                txn.success.push(TxnOp::Delete {
+                    key: r.into_bytes(),
+                });
+            }
+        }
         let res = self.store.txn(txn).await?;
         if !res.succeeded {
             return Err(conflict_on(&key, kv.mod_revision));
@@ -336,6 +418,38 @@ impl Registry {
         next.metadata_mut().resource_version = res.revision.to_string();
         tracing::debug!(kind = kind.as_str(), key = %String::from_utf8_lossy(&kv.key), resource_version = res.revision, "object updated");
         Ok(next)
+    }
+}
+
+fn absent(key: &str) -> Compare {
+    Compare {
+        key: key.as_bytes().to_vec(),
+        target: CompareTarget::CreateRevision(0),
+        op: CompareOp::Equal,
+    }
+}
+
+/// A Service's ClusterIP and NodePorts are immutable once allocated: an update keeps them.
+fn keep_service_allocations(current: &Object, next: &mut Object) {
+    use v1::object::Kind as K;
+    let (Some(K::Service(cur)), Some(K::Service(nxt))) =
+        (current.kind.as_ref(), next.kind.as_mut())
+    else {
+        return;
+    };
+    let (Some(cs), Some(ns)) = (cur.spec.as_ref(), nxt.spec.as_mut()) else {
+        return;
+    };
+    ns.cluster_ip = cs.cluster_ip.clone();
+    ns.cluster_ips = cs.cluster_ips.clone();
+    for p in ns.ports.iter_mut() {
+        if let Some(c) = cs
+            .ports
+            .iter()
+            .find(|c| c.port == p.port && c.protocol == p.protocol)
+        {
+            p.node_port = c.node_port;
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod decide_node;
 pub mod decide_replicas;
 pub mod decide_rollout;
 pub mod deployment;
+pub mod endpoints;
 pub mod garbage_collector;
 pub mod node_ipam;
 pub mod node_lifecycle;

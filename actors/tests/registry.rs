@@ -143,3 +143,69 @@ async fn a_watch_resumes_after_a_listed_resource_version() {
     drop(events);
     r.store().shutdown().await.unwrap();
 }
+
+fn service(name: &str, kind: &str, cluster_ip: &str) -> Object {
+    Object::from(v1::Service {
+        metadata: Some(v1::ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        spec: Some(v1::ServiceSpec {
+            r#type: kind.into(),
+            cluster_ip: cluster_ip.into(),
+            selector: [("app".to_string(), name.to_string())].into(),
+            ports: vec![v1::ServicePort {
+                port: 80,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+fn allocated(o: &Object) -> (String, i32) {
+    let spec = o.as_typed::<v1::Service>().unwrap().spec.clone().unwrap();
+    (spec.cluster_ip, spec.ports[0].node_port)
+}
+
+#[tokio::test]
+async fn services_get_distinct_cluster_ips_and_node_ports_that_deletion_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path()).await;
+    let a = allocated(&r.create(service("a", "NodePort", "")).await.unwrap());
+    let b = allocated(&r.create(service("b", "NodePort", "")).await.unwrap());
+    assert!(
+        a.0.starts_with("10.96.") && b.0.starts_with("10.96."),
+        "{a:?} {b:?}"
+    );
+    assert_ne!(a.0, b.0);
+    assert!((30000..=32767).contains(&a.1) && a.1 != b.1, "{a:?} {b:?}");
+
+    match r.create(service("c", "ClusterIP", &a.0)).await {
+        Err(Error::Invalid { details, .. }) => {
+            assert!(details.contains("spec.clusterIP"), "{details}")
+        }
+        other => panic!("a taken ClusterIP must be refused, got {other:?}"),
+    }
+    let headless = allocated(&r.create(service("h", "ClusterIP", "None")).await.unwrap());
+    assert_eq!(headless, ("None".to_string(), 0));
+
+    // An update that leaves the allocations out keeps them.
+    let mut again = r.get(Kind::Service, "default", "a").await.unwrap();
+    let spec = again
+        .as_typed_mut::<v1::Service>()
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap();
+    spec.cluster_ip.clear();
+    spec.ports[0].node_port = 0;
+    assert_eq!(allocated(&r.update(again).await.unwrap()), a);
+
+    r.delete(Kind::Service, "default", "a").await.unwrap();
+    let c = allocated(&r.create(service("c", "ClusterIP", &a.0)).await.unwrap());
+    assert_eq!(c.0, a.0, "deleting a Service frees its ClusterIP");
+    r.store().shutdown().await.unwrap();
+}

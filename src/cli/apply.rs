@@ -147,5 +147,25 @@ fn keep_server_set_fields(existing: &Object, mut wanted: Object) -> Object {
             }
         }
     }
+    // A Service's ClusterIP and NodePorts are allocated by the server.
+    if let (Some(K::Service(cur)), Some(K::Service(next))) =
+        (existing.kind.as_ref(), wanted.kind.as_mut())
+    {
+        if let (Some(cs), Some(ns)) = (cur.spec.as_ref(), next.spec.as_mut()) {
+            if ns.cluster_ip.is_empty() {
+                ns.cluster_ip = cs.cluster_ip.clone();
+                ns.cluster_ips = cs.cluster_ips.clone();
+            }
+            for p in ns.ports.iter_mut().filter(|p| p.node_port == 0) {
+                if let Some(c) = cs
+                    .ports
+                    .iter()
+                    .find(|c| c.port == p.port && c.protocol == p.protocol)
+                {
+                    p.node_port = c.node_port;
+                }
+            }
+        }
+    }
     wanted
 }

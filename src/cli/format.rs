@@ -194,6 +194,62 @@ pub fn table(
                 rows.push(r);
             }
         }
+        api::Kind::Service => {
+            let h = [
+                "NAME",
+                "TYPE",
+                "CLUSTER-IP",
+                "EXTERNAL-IP",
+                "PORT(S)",
+                "AGE",
+            ];
+            rows.push(with_ns(
+                h.into_iter().map(String::from).collect(),
+                "NAMESPACE",
+            ));
+            for o in objects {
+                let Some(v1::object::Kind::Service(svc)) = o.kind.as_ref() else {
+                    continue;
+                };
+                let meta = svc.metadata.clone().unwrap_or_default();
+                let spec = svc.spec.clone().unwrap_or_default();
+                let ports: Vec<String> = spec
+                    .ports
+                    .iter()
+                    .map(|p| {
+                        let proto = if p.protocol.is_empty() {
+                            "TCP"
+                        } else {
+                            p.protocol.as_str()
+                        };
+                        match p.node_port {
+                            0 => format!("{}/{proto}", p.port),
+                            n => format!("{}:{n}/{proto}", p.port),
+                        }
+                    })
+                    .collect();
+                let or_none = |v: String| {
+                    if v.is_empty() {
+                        "<none>".to_string()
+                    } else {
+                        v
+                    }
+                };
+                let r = vec![
+                    meta.name.clone(),
+                    if spec.r#type.is_empty() {
+                        "ClusterIP".into()
+                    } else {
+                        spec.r#type.clone()
+                    },
+                    or_none(spec.cluster_ip.clone()),
+                    or_none(spec.external_ips.join(",")),
+                    or_none(ports.join(",")),
+                    age(&meta.creation_timestamp, now),
+                ];
+                rows.push(with_ns(r, &meta.namespace));
+            }
+        }
         api::Kind::Namespace => {
             rows.push(vec!["NAME".into(), "STATUS".into(), "AGE".into()]);
             for o in objects {

@@ -84,18 +84,29 @@ pub fn assign(
         }
     }
     let wants_node_ports = matches!(spec.r#type.as_str(), "NodePort" | "LoadBalancer");
+    // Requested ports first, so a free port picked for another entry never takes one of them.
     let mut taken = used_ports.clone();
-    for (i, p) in spec.ports.iter_mut().enumerate() {
-        if p.node_port != 0 {
-            let port = u16::try_from(p.node_port).unwrap_or(0);
-            if taken.contains(&port) {
-                return Err(format!(
-                    "spec.ports[{i}].nodePort: Invalid value: {}: provided port is already allocated",
-                    p.node_port
-                ));
-            }
-            taken.insert(port);
-        } else if wants_node_ports {
+    for (i, p) in spec
+        .ports
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.node_port != 0)
+    {
+        let port = u16::try_from(p.node_port).unwrap_or(0);
+        if !taken.insert(port) {
+            return Err(format!(
+                "spec.ports[{i}].nodePort: Invalid value: {}: provided port is already allocated",
+                p.node_port
+            ));
+        }
+    }
+    if wants_node_ports {
+        for (i, p) in spec
+            .ports
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, p)| p.node_port == 0)
+        {
             let port = pick_node_port(&taken)
                 .ok_or_else(|| format!("spec.ports[{i}].nodePort: no free NodePort"))?;
             p.node_port = i32::from(port);

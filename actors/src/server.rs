@@ -20,7 +20,7 @@ use crate::controllers::node_lifecycle::NodeLifecycleArgs;
 use crate::error::{Error, Result};
 use crate::node_service::{pb, DebugService, NodeService};
 use crate::restart::RestartPolicy;
-use crate::scheduler::{self, Scheduler};
+use crate::scheduler::Scheduler;
 use crate::supervisor::{ChildSpec, Supervisor, SupervisorArgs};
 
 /// How long each shutdown step may take before it is cut short.
@@ -105,7 +105,7 @@ pub async fn run(
     tracing::info!(addr = %addr, node = %cfg.node.node_name, "API server listening");
 
     let mut children = vec![
-        scheduler_child(registry.clone()),
+        controller_child(Scheduler::new(registry.clone())),
         controller_child(NodeIpamArgs {
             registry: registry.clone(),
             cluster: cfg.cluster_cidr,
@@ -284,25 +284,6 @@ async fn stop_root(root: &ractor::ActorRef<crate::supervisor::SupervisorMsg>) {
         let _ = root
             .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_GRACE))
             .await;
-    }
-}
-
-fn scheduler_child(registry: Registry) -> ChildSpec {
-    ChildSpec {
-        id: scheduler::NAME.to_string(),
-        start: Arc::new(move |sup| {
-            let registry = registry.clone();
-            Box::pin(async move {
-                let (r, _) = Actor::spawn_linked(
-                    Some(scheduler::NAME.to_string()),
-                    Scheduler,
-                    registry,
-                    sup,
-                )
-                .await?;
-                Ok(r.get_cell())
-            })
-        }),
     }
 }
 

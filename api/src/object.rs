@@ -323,6 +323,18 @@ impl v1::Object {
         for_each_kind_with_status!(arms)
     }
 
+    /// Protobuf bytes of what the user declares: the object without metadata and status
+    /// (the spec, or the whole body of kinds without one). Equal bytes mean the same
+    /// desired state.
+    pub fn desired_state_bytes(&self) -> Vec<u8> {
+        let mut body = self.clone();
+        if let Some(meta) = body.try_metadata_mut() {
+            *meta = v1::ObjectMeta::default();
+        }
+        body.clear_status();
+        body.encode_to_vec()
+    }
+
     /// Replaces this object's status by `from`'s when both are of the same kind.
     pub fn copy_status_from(&mut self, from: &v1::Object) {
         macro_rules! arms {

@@ -114,25 +114,10 @@ pub async fn run(server: &str, a: ApplyArgs) -> anyhow::Result<()> {
 /// True when applying `wanted` over `existing` would change nothing the user controls
 /// (spec, labels, annotations).
 fn same_desired_state(existing: &Object, wanted: &Object) -> bool {
-    use api::v1::object::Kind as K;
-    use prost::Message;
-    let spec = |o: &Object| match o.kind.as_ref() {
-        Some(K::Pod(p)) => p.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::Node(n)) => n.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::Namespace(n)) => n.spec.as_ref().map(|s| s.encode_to_vec()),
-        // Other kinds: everything but metadata and status counts as desired state.
-        Some(_) => {
-            let mut body = o.clone();
-            if let Some(meta) = body.try_metadata_mut() {
-                *meta = api::v1::ObjectMeta::default();
-            }
-            body.clear_status();
-            Some(body.encode_to_vec())
-        }
-        None => None,
-    };
     let (a, b) = (existing.metadata(), wanted.metadata());
-    spec(existing) == spec(wanted) && a.labels == b.labels && a.annotations == b.annotations
+    existing.desired_state_bytes() == wanted.desired_state_bytes()
+        && a.labels == b.labels
+        && a.annotations == b.annotations
 }
 
 /// Fields the server fills in after creation (a pod's `nodeName` from its Binding) are kept

@@ -287,7 +287,7 @@ impl Registry {
         }
         {
             let cur = current.metadata();
-            let spec_changed = spec_bytes(&current) != spec_bytes(&next);
+            let spec_changed = current.desired_state_bytes() != next.desired_state_bytes();
             let meta = next.metadata_mut();
             meta.uid = cur.uid.clone();
             meta.creation_timestamp = cur.creation_timestamp.clone();
@@ -577,50 +577,6 @@ fn pod_spec(obj: &Object) -> Option<&v1::PodSpec> {
         Some(v1::object::Kind::Pod(p)) => p.spec.as_ref(),
         _ => None,
     }
-}
-
-fn spec_bytes(obj: &Object) -> Vec<u8> {
-    use prost::Message;
-    use v1::object::Kind as K;
-    match obj.kind.as_ref() {
-        Some(K::Pod(p)) => p.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::Node(n)) => n.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::Namespace(n)) => n.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::ReplicaSet(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::Deployment(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::StatefulSet(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::DaemonSet(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::Job(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::CronJob(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::Service(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::Lease(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::LimitRange(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::ResourceQuota(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::PersistentVolume(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
-        Some(K::PersistentVolumeClaim(o)) => o.spec.as_ref().map(|s| s.encode_to_vec()),
-        // Kinds without a spec (and without a status): everything but metadata is the
-        // desired state.
-        Some(
-            K::Endpoints(_)
-            | K::ConfigMap(_)
-            | K::Secret(_)
-            | K::ServiceAccount(_)
-            | K::Event(_)
-            | K::Role(_)
-            | K::RoleBinding(_)
-            | K::ClusterRole(_)
-            | K::ClusterRoleBinding(_)
-            | K::StorageClass(_),
-        ) => {
-            let mut body = obj.clone();
-            if let Some(meta) = body.try_metadata_mut() {
-                *meta = v1::ObjectMeta::default();
-            }
-            Some(body.encode_to_vec())
-        }
-        None => None,
-    }
-    .unwrap_or_default()
 }
 
 /// What the server sets as status on create, whatever the client sent (as Kubernetes does).

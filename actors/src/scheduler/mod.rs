@@ -1,103 +1,65 @@
-//! The scheduler actor: binds pending pods to ready nodes. Decisions come from the pure
+//! The scheduler: binds pending pods to ready nodes. Decisions come from the pure
 //! [`decide::pick_node`]; this module only reads state from the registry and writes Bindings.
 //! Level-triggered: every pass re-reads all pods and nodes.
 
 pub mod decide;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::v1::{self, Object};
 use api::Kind;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::apiserver::registry::{now_rfc3339, set_pod_condition};
 use crate::apiserver::Registry;
+use crate::controllers::runner::Pass;
 use crate::error::Result;
-use crate::trigger::spawn_watch_trigger;
 
-/// Registered name of the scheduler actor.
+/// Registered name of the scheduler's actor.
 pub const NAME: &str = "scheduler";
 
-/// Messages of the [`Scheduler`].
-#[derive(Debug)]
-pub enum SchedulerMsg {
-    /// Something changed (or the resync timer fired): run a scheduling pass. May be dropped.
-    Sync,
+/// The scheduler; its [`Pass`] runs in the shared controller actor.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    /// The API registry.
+    pub registry: Registry,
+    /// Rotates the choice among equally good nodes.
+    round_robin: Arc<AtomicUsize>,
 }
 
-/// The scheduler actor.
-#[derive(Debug, Default)]
-pub struct Scheduler;
-
-/// State of the [`Scheduler`].
-#[derive(Debug)]
-pub struct SchedulerState {
-    registry: Registry,
-    round_robin: usize,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+impl Scheduler {
+    /// A scheduler binding pods through `registry`.
+    pub fn new(registry: Registry) -> Self {
+        Scheduler {
+            registry,
+            round_robin: Arc::new(AtomicUsize::new(0)),
+        }
+    }
 }
 
 /// How often the scheduler re-checks even without events.
 const RESYNC: Duration = Duration::from_secs(5);
 
-impl Actor for Scheduler {
-    type Msg = SchedulerMsg;
-    type State = SchedulerState;
-    type Arguments = Registry;
+impl Pass for Scheduler {
+    const NAME: &'static str = NAME;
+    const WATCHED: &'static [Kind] = &[Kind::Pod, Kind::Node];
+    const RESYNC: Duration = RESYNC;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        registry: Registry,
-    ) -> std::result::Result<Self::State, ActorProcessingErr> {
-        let mut tasks = Vec::new();
-        for kind in [Kind::Pod, Kind::Node] {
-            let reg = registry.clone();
-            tasks.push(spawn_watch_trigger(
-                myself.clone(),
-                move || {
-                    let reg = reg.clone();
-                    async move { reg.watch(kind, "", "", "").await.map(Box::pin) }
-                },
-                || SchedulerMsg::Sync,
-            ));
-        }
-        tasks.push(myself.send_interval(RESYNC, || SchedulerMsg::Sync));
-        Ok(SchedulerState {
-            registry,
-            round_robin: 0,
-            tasks,
-        })
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> std::result::Result<(), ActorProcessingErr> {
-        state.tasks.iter().for_each(|t| t.abort());
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        state: &mut Self::State,
-    ) -> std::result::Result<(), ActorProcessingErr> {
-        match msg {
-            SchedulerMsg::Sync => {
-                if let Err(e) = schedule_pass(state).await {
-                    tracing::warn!(error = %e, "scheduling pass failed; will retry");
-                }
-            }
+    async fn run(&self, _now: chrono::DateTime<chrono::Utc>) -> Result<Option<Duration>> {
+        if let Err(e) = schedule_pass(self).await {
+            tracing::warn!(error = %e, "scheduling pass failed; will retry");
         }
-        Ok(())
+        Ok(None)
     }
 }
 
-async fn schedule_pass(state: &mut SchedulerState) -> Result<()> {
+async fn schedule_pass(state: &Scheduler) -> Result<()> {
     let (pods, _) = state.registry.list(Kind::Pod, "", "").await?;
     let (nodes, _) = state.registry.list(Kind::Node, "", "").await?;
     let nodes: Vec<v1::Node> = nodes.into_iter().filter_map(into_node).collect();
@@ -115,9 +77,14 @@ async fn schedule_pass(state: &mut SchedulerState) -> Result<()> {
     }
     for pod in pods.iter().filter(|p| pending_unbound(p)) {
         let meta = pod.metadata.clone().unwrap_or_default();
-        match decide::pick_node(pod, &nodes, &load, state.round_robin) {
+        match decide::pick_node(
+            pod,
+            &nodes,
+            &load,
+            state.round_robin.load(Ordering::Relaxed),
+        ) {
             Ok(node) => {
-                state.round_robin = state.round_robin.wrapping_add(1);
+                state.round_robin.fetch_add(1, Ordering::Relaxed);
                 match state
                     .registry
                     .bind(&meta.namespace, &meta.name, &node)

@@ -81,6 +81,17 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("background task: {0}")]
     Task(String),
+    /// A control-plane write was refused because this server no longer holds the leader lease:
+    /// another server took it over (the fence key moved). Stop acting; do not retry.
+    #[error("not the leader: fence {key:?} moved from revision {fence} to {current}")]
+    Fenced {
+        /// The fence key.
+        key: String,
+        /// The revision this server's fencing token holds.
+        fence: i64,
+        /// The fence key's revision now (0: missing).
+        current: i64,
+    },
 }
 
 /// Result of this crate.
@@ -94,6 +105,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound { .. } => Code::NotFound,
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::Conflict { .. } => Code::Aborted,
+            Error::Fenced { .. } => Code::FailedPrecondition,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Expired { .. } => Code::OutOfRange,
             Error::Store(raftstore::Error::NotLeader { .. }) => Code::Unavailable,

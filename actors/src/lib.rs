@@ -3,6 +3,7 @@
 //!
 //! - [`apiserver`]: the only writer of objects (validate, store, notify);
 //! - [`scheduler`]: binds pending pods to ready nodes;
+//! - [`election`]: leader election; only the lease holder runs the scheduler and controllers;
 //! - [`agent`]: the node agent and its per-pod workers;
 //! - [`supervisor`]: one-for-one restarts with back-off and a budget;
 //! - [`server`]: wires one server process.
@@ -10,7 +11,9 @@
 pub mod agent;
 pub mod apiserver;
 pub mod controllers;
+pub mod election;
 pub mod error;
+pub mod failover;
 pub mod node_service;
 pub mod restart;
 pub mod scheduler;

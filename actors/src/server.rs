@@ -1,7 +1,8 @@
-//! Wires Capstan processes: a server (raft store, API server, root supervisor with the
-//! scheduler, controllers and this node's agent, gRPC endpoint) or an agent-only node that
-//! joins a remote server. Owns start-up order and shutdown;
-//! holds no logic of its own.
+//! Wires Capstan processes: a server (raft store, API server, root supervisor with the leader
+//! elector — which runs the scheduler and controllers while this server holds the lease — and
+//! this node's agent, gRPC endpoint) or an agent-only node that joins remote servers. A server
+//! embeds a one-member store, or is one member of a store cluster shared by several servers.
+//! Owns start-up order and shutdown; holds no logic of its own.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ractor::Actor;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::agent::network::{PodNetwork, PodNetworkConfig};
 use crate::agent::{self, AgentContext, NodeAgent};
@@ -17,6 +17,8 @@ use crate::apiserver::{ApiService, Registry};
 use crate::controllers::decide_node::LifecycleConfig;
 use crate::controllers::node_ipam::NodeIpamArgs;
 use crate::controllers::node_lifecycle::NodeLifecycleArgs;
+use crate::election::elector::ControlPlaneFactory;
+use crate::election::{ElectionConfig, Elector, ElectorArgs, LEASE_NAME, LEASE_NAMESPACE};
 use crate::error::{Error, Result};
 use crate::node_service::{pb, DebugService, NodeService};
 use crate::restart::RestartPolicy;
@@ -28,6 +30,12 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Registered name of the root supervisor.
 pub const ROOT: &str = "root";
+/// Registered name of the leader elector.
+pub const ELECTOR: &str = "leader-elector";
+/// Registered name of the supervisor of the scheduler and controllers (only on the leader).
+pub const CONTROL_PLANE: &str = "control-plane";
+/// How often a server waiting for its store cluster says so.
+const STORE_WAIT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Settings every process that runs a node agent has.
 #[derive(Debug, Clone)]
@@ -48,11 +56,36 @@ pub struct NodeSettings {
     pub pod_network: Option<PodNetworkConfig>,
 }
 
+/// Where a server's store runs. Either way it lives in `<data dir>/store`.
+#[derive(Debug, Clone, Default)]
+pub enum StoreSettings {
+    /// A one-member store embedded in this server.
+    #[default]
+    Single,
+    /// One member of a store cluster shared by several servers.
+    Cluster {
+        /// This member's name in `initial_cluster`.
+        name: String,
+        /// Where this member's peer service listens.
+        listen_peer_url: String,
+        /// All initial members: `n1=http://h:2380,n2=...`.
+        initial_cluster: String,
+        /// A new cluster, or joining an existing one.
+        state: raftstore::InitialClusterState,
+    },
+}
+
 /// Settings of a server process.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The node part (also used when the server runs no agent: data dir, debug service).
     pub node: NodeSettings,
+    /// The store: embedded alone, or a member of a cluster.
+    pub store: StoreSettings,
+    /// This server's identity in the leader election (the Lease's holder).
+    pub identity: String,
+    /// Leader-election timing.
+    pub election: ElectionConfig,
     /// gRPC listen address (API, logs, debug).
     pub listen: SocketAddr,
     /// When silent nodes turn `Ready=Unknown` and their pods are evicted.
@@ -68,65 +101,62 @@ pub struct ServerConfig {
 pub struct AgentConfig {
     /// The node part.
     pub node: NodeSettings,
-    /// The API server's URL.
-    pub server_url: String,
+    /// The API servers' URLs; the agent fails over to the next when one is unreachable.
+    pub server_urls: Vec<String>,
     /// Listen address of this node's service (logs, debug).
     pub listen: SocketAddr,
 }
 
-/// Runs a server until `shutdown` resolves. `on_ready` gets the bound address. With
-/// `run_agent` false the server runs no node agent (a control-plane-only server).
+/// Runs a server until `shutdown` resolves. `on_ready` gets the bound address once the store
+/// has a leader and the API serves. With `run_agent` false the server runs no node agent (a
+/// control-plane-only server).
 pub async fn run(
     cfg: ServerConfig,
     run_agent: bool,
     on_ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let store = raftstore::Store::open(raftstore::StoreConfig {
-        node_id: 1,
-        data_dir: cfg.node.data_dir.join("store"),
-    })
-    .await?;
+    let mut shutdown = Box::pin(shutdown);
+    let store = open_store(&cfg).await?;
     let registry = Registry::new(store.clone()).with_service_cidr(cfg.service_cidr);
-    registry.ensure_namespace("default").await?;
+    let prepared = tokio::select! {
+        r = prepare_registry(&registry) => Some(r),
+        _ = &mut shutdown => None,
+    };
+    match prepared {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            let _ = store.shutdown().await;
+            return Err(e);
+        }
+        None => {
+            tracing::info!("shutting down before the store was ready");
+            store.shutdown().await?;
+            return Ok(());
+        }
+    }
 
     let (listener, addr) = listen(cfg.listen).await?;
-    let ctx = agent_context(
-        format!("http://{addr}"),
-        format!("http://{addr}"),
-        &cfg.node,
-    )?;
+    let own_api = api::client::Client::connect_lazy(format!("http://{addr}"))
+        .map_err(|e| Error::Client(e.to_string()))?;
+    let ctx = agent_context(own_api, format!("http://{addr}"), &cfg.node)?;
     let mut endpoint = Endpoint::serve(
         listener,
         Some(registry.clone()),
         ctx.clone(),
         cfg.node.enable_debug_service,
     );
-    tracing::info!(addr = %addr, node = %cfg.node.node_name, "API server listening");
+    tracing::info!(addr = %addr, node = %cfg.node.node_name, identity = %cfg.identity, "API server listening");
 
-    let mut children = vec![
-        controller_child(Scheduler::new(registry.clone())),
-        controller_child(NodeIpamArgs {
-            registry: registry.clone(),
-            cluster: cfg.cluster_cidr,
-        }),
-        controller_child(NodeLifecycleArgs {
-            registry: registry.clone(),
-            config: cfg.node_lifecycle,
-        }),
-        controller_child(crate::controllers::replicaset::ReplicaSetController {
-            registry: registry.clone(),
-        }),
-        controller_child(crate::controllers::deployment::DeploymentController {
-            registry: registry.clone(),
-        }),
-        controller_child(crate::controllers::endpoints::EndpointsController {
-            registry: registry.clone(),
-        }),
-        controller_child(crate::controllers::garbage_collector::GarbageCollector {
-            registry: registry.clone(),
-        }),
-    ];
+    let mut children = vec![elector_child(ElectorArgs {
+        registry: registry.clone(),
+        identity: cfg.identity.clone(),
+        config: cfg.election,
+        lease_namespace: LEASE_NAMESPACE.into(),
+        lease_name: LEASE_NAME.into(),
+        control_plane: control_plane(&cfg),
+        control_plane_name: Some(CONTROL_PLANE.into()),
+    })];
     if run_agent {
         children.push(agent_child(ctx));
     }
@@ -141,16 +171,109 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs a node agent that joins the server at `cfg.server_url`, until `shutdown` resolves.
+/// Opens the embedded one-member store, or starts this server's member of the store cluster
+/// (which returns before the cluster has a leader).
+async fn open_store(cfg: &ServerConfig) -> Result<raftstore::Store> {
+    let data_dir = cfg.node.data_dir.join("store");
+    match &cfg.store {
+        StoreSettings::Single => Ok(raftstore::Store::open(raftstore::StoreConfig {
+            node_id: 1,
+            data_dir,
+        })
+        .await?),
+        StoreSettings::Cluster {
+            name,
+            listen_peer_url,
+            initial_cluster,
+            state,
+        } => {
+            let mut member =
+                raftstore::ClusterConfig::new(name, data_dir, listen_peer_url, initial_cluster)?;
+            member.initial_cluster_state = *state;
+            tracing::info!(name = %name, peer_url = %listen_peer_url, "starting store cluster member");
+            Ok(raftstore::Store::open_cluster(member).await?)
+        }
+    }
+}
+
+/// Creates the namespaces every cluster has, waiting (and saying so) while the store cluster
+/// has no leader yet: the other servers may not be up.
+async fn prepare_registry(registry: &Registry) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut said = None::<std::time::Instant>;
+    for ns in ["default", LEASE_NAMESPACE] {
+        loop {
+            match registry.ensure_namespace(ns).await {
+                Ok(()) => break,
+                Err(Error::Store(raftstore::Error::Shutdown)) => {
+                    return Err(Error::Store(raftstore::Error::Shutdown))
+                }
+                Err(Error::Store(e)) => {
+                    if said.is_none_or(|t| t.elapsed() >= STORE_WAIT_LOG_EVERY) {
+                        tracing::info!(waited_s = started.elapsed().as_secs(), error = %e, "waiting for the store cluster (are the other servers up?)");
+                        said = Some(std::time::Instant::now());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The scheduler and controllers the leader runs, each writing through the fenced registry.
+fn control_plane(cfg: &ServerConfig) -> ControlPlaneFactory {
+    let cluster = cfg.cluster_cidr;
+    let lifecycle = cfg.node_lifecycle;
+    Arc::new(move |registry: Registry| {
+        vec![
+            controller_child(Scheduler::new(registry.clone())),
+            controller_child(NodeIpamArgs {
+                registry: registry.clone(),
+                cluster,
+            }),
+            controller_child(NodeLifecycleArgs {
+                registry: registry.clone(),
+                config: lifecycle,
+            }),
+            controller_child(crate::controllers::replicaset::ReplicaSetController {
+                registry: registry.clone(),
+            }),
+            controller_child(crate::controllers::deployment::DeploymentController {
+                registry: registry.clone(),
+            }),
+            controller_child(crate::controllers::endpoints::EndpointsController {
+                registry: registry.clone(),
+            }),
+            controller_child(crate::controllers::job::JobController {
+                registry: registry.clone(),
+            }),
+            controller_child(crate::controllers::cronjob::CronJobController {
+                registry: registry.clone(),
+            }),
+            controller_child(crate::controllers::garbage_collector::GarbageCollector { registry }),
+        ]
+    })
+}
+
+/// Runs a node agent that joins the servers at `cfg.server_urls`, until `shutdown` resolves.
 pub async fn run_agent(
     cfg: AgentConfig,
     on_ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (listener, addr) = listen(cfg.listen).await?;
-    let ctx = agent_context(cfg.server_url.clone(), format!("http://{addr}"), &cfg.node)?;
+    let servers = cfg
+        .server_urls
+        .iter()
+        .map(|u| crate::failover::parse_server_urls(u))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
+    let client = crate::failover::client(servers)?;
+    let ctx = agent_context(client, format!("http://{addr}"), &cfg.node)?;
     let mut endpoint = Endpoint::serve(listener, None, ctx.clone(), cfg.node.enable_debug_service);
-    tracing::info!(addr = %addr, node = %cfg.node.node_name, server = %cfg.server_url, "node agent listening");
+    tracing::info!(addr = %addr, node = %cfg.node.node_name, servers = %cfg.server_urls.join(","), "node agent listening");
     let (root, root_handle) = spawn_root(vec![agent_child(ctx)]).await?;
     on_ready(addr);
     wait_for_stop(shutdown, root_handle).await;
@@ -172,7 +295,7 @@ async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr
 }
 
 fn agent_context(
-    server_url: String,
+    client: api::client::Client,
     node_service_url: String,
     node: &NodeSettings,
 ) -> Result<AgentContext> {
@@ -181,8 +304,6 @@ fn agent_context(
         shim_exe: node.shim_exe.clone(),
     })?);
     let netns = Arc::new(net::NetnsManager::new(node.netns_dir.clone())?);
-    let client =
-        api::client::Client::connect_lazy(server_url).map_err(|e| Error::Client(e.to_string()))?;
     let puller = runtime.puller(runtime::RegistrySettings::default());
     Ok(AgentContext {
         puller,
@@ -222,7 +343,7 @@ impl Endpoint {
                 NodeService::new(ctx),
             ))
             .add_optional_service(debug)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(raftstore::tcp::incoming_nodelay(listener), async {
                 let _ = stop_rx.await;
             });
         Endpoint {
@@ -298,6 +419,20 @@ fn controller_child<P: crate::controllers::runner::Pass>(pass: P) -> ChildSpec {
                 let name = Some(P::NAME.to_string());
                 let actor = crate::controllers::runner::Controller::<P>::default();
                 let (r, _) = Actor::spawn_linked(name, actor, pass, sup).await?;
+                Ok(r.get_cell())
+            })
+        }),
+    }
+}
+
+fn elector_child(args: ElectorArgs) -> ChildSpec {
+    ChildSpec {
+        id: ELECTOR.to_string(),
+        start: Arc::new(move |sup| {
+            let args = args.clone();
+            Box::pin(async move {
+                let name = Some(ELECTOR.to_string());
+                let (r, _) = Actor::spawn_linked(name, Elector, args, sup).await?;
                 Ok(r.get_cell())
             })
         }),

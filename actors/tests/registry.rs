@@ -209,3 +209,160 @@ async fn services_get_distinct_cluster_ips_and_node_ports_that_deletion_frees() 
     assert_eq!(c.0, a.0, "deleting a Service frees its ClusterIP");
     r.store().shutdown().await.unwrap();
 }
+
+/// The NodePort reservations in the store, sorted.
+async fn node_port_keys(r: &Registry) -> Vec<String> {
+    let mut keys: Vec<String> = r
+        .store()
+        .range_prefix(b"/registry/ranges/nodeports/")
+        .await
+        .unwrap()
+        .kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn a_service_update_allocates_added_node_ports_and_frees_dropped_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path()).await;
+    // Regression: an update that added NodePort ports allocated nothing, and ports an update
+    // dropped kept their reservation keys for ever.
+    let plain = r.create(service("a", "ClusterIP", "")).await.unwrap();
+    assert!(node_port_keys(&r).await.is_empty());
+
+    let mut upgrade = plain.clone();
+    let spec = upgrade
+        .as_typed_mut::<v1::Service>()
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap();
+    spec.r#type = "NodePort".into();
+    spec.ports.push(v1::ServicePort {
+        name: "b".into(),
+        port: 81,
+        ..Default::default()
+    });
+    spec.ports[0].name = "a".into();
+    let upgraded = r.update(upgrade).await.unwrap();
+    let ports: Vec<i32> = upgraded
+        .as_typed::<v1::Service>()
+        .unwrap()
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .map(|p| p.node_port)
+        .collect();
+    assert!(
+        ports.iter().all(|p| (30000..=32767).contains(p)) && ports[0] != ports[1],
+        "{ports:?}"
+    );
+    let keys: Vec<String> = ports
+        .iter()
+        .map(|p| format!("/registry/ranges/nodeports/{p}"))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(node_port_keys(&r).await, sorted);
+    // Another Service cannot get them.
+    let other = allocated(&r.create(service("b", "NodePort", "")).await.unwrap());
+    assert!(!ports.contains(&other.1), "{other:?} vs {ports:?}");
+
+    // Dropping port 81 frees its NodePort; going back to ClusterIP frees the other.
+    let mut fewer = r.get(Kind::Service, "default", "a").await.unwrap();
+    fewer
+        .as_typed_mut::<v1::Service>()
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .ports
+        .truncate(1);
+    let fewer = r.update(fewer).await.unwrap();
+    assert_eq!(
+        allocated(&fewer).1,
+        ports[0],
+        "the kept port keeps its NodePort"
+    );
+    let mut expect = vec![
+        keys[0].clone(),
+        format!("/registry/ranges/nodeports/{}", other.1),
+    ];
+    expect.sort();
+    assert_eq!(node_port_keys(&r).await, expect);
+    let mut back = fewer;
+    back.as_typed_mut::<v1::Service>()
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .r#type = "ClusterIP".into();
+    let back = r.update(back).await.unwrap();
+    assert_eq!(allocated(&back).1, 0);
+    assert_eq!(
+        node_port_keys(&r).await,
+        vec![format!("/registry/ranges/nodeports/{}", other.1)]
+    );
+    r.store().shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_selector_watch_sees_objects_enter_and_leave_the_selection() {
+    // Regression: a watch with a label selector never said DELETED for an object relabelled
+    // out of the selection, so a watcher kept it for ever.
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path()).await;
+    let (_, rev) = r.list(Kind::Pod, "default", "").await.unwrap();
+    let mut events = Box::pin(
+        r.watch(Kind::Pod, "default", "tier=web", &rev.to_string())
+            .await
+            .unwrap(),
+    );
+    let relabel = |tier: &str, o: Object| {
+        let mut o = o;
+        o.metadata_mut().labels.insert("tier".into(), tier.into());
+        o
+    };
+    let created = r.create(relabel("web", pod("a", "busybox"))).await.unwrap();
+    r.create(relabel("db", pod("other", "busybox")))
+        .await
+        .unwrap();
+    let moved = r.update(relabel("db", created)).await.unwrap();
+    let back = r.update(relabel("web", moved)).await.unwrap();
+    let mut touched = back;
+    touched
+        .metadata_mut()
+        .annotations
+        .insert("k".into(), "v".into());
+    r.update(touched).await.unwrap();
+    r.delete(Kind::Pod, "default", "a").await.unwrap();
+
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let ev = events.next().await.unwrap().unwrap();
+        seen.push((
+            ev.event_type,
+            ev.object.metadata().name.clone(),
+            ev.object.metadata().labels["tier"].clone(),
+        ));
+    }
+    let want = |t, tier: &str| (t, "a".to_string(), tier.to_string());
+    assert_eq!(
+        seen,
+        vec![
+            want(EventType::Added, "web"),
+            want(EventType::Deleted, "db"),
+            want(EventType::Added, "web"),
+            want(EventType::Modified, "web"),
+            want(EventType::Deleted, "web"),
+        ]
+    );
+    drop(events);
+    r.store().shutdown().await.unwrap();
+}

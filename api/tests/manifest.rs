@@ -31,6 +31,7 @@ fn realistic_pod_decodes_into_typed_fields() {
     assert_eq!(spec.termination_grace_period_seconds, Some(10));
     assert_eq!(spec.node_selector["disk"], "ssd");
     assert_eq!(spec.hostname, "web-0");
+    assert_eq!(spec.enable_service_links, Some(false));
     assert_eq!(spec.containers.len(), 2);
     let server = &spec.containers[0];
     assert_eq!(server.image, "docker.io/library/nginx:1.25");

@@ -4,7 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent;
+mod control_plane;
+mod store;
 pub use agent::Agent;
+pub use control_plane::{ControlPlane, HaServer};
+pub use store::{EndpointStatus, StoreCluster, StoreMember, CONVERGE, ETCDCTL};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -326,7 +330,19 @@ pub(crate) fn spawn_until_ready(
     marker: &str,
 ) -> (Child, u16) {
     let mut child = cmd.spawn().unwrap();
-    let port = must_eventually(Duration::from_secs(60), marker, || {
+    let port = wait_until_ready(&mut child, log, start_len, marker);
+    (child, port)
+}
+
+/// Waits for `marker` in `child`'s log after byte `start_len` and returns the port printed at
+/// the end of the marker line; panics with the log if the child exits first.
+pub(crate) fn wait_until_ready(
+    child: &mut Child,
+    log: &Path,
+    start_len: usize,
+    marker: &str,
+) -> u16 {
+    must_eventually(Duration::from_secs(60), marker, || {
         if let Some(status) = child.try_wait().unwrap() {
             panic!(
                 "process exited early ({status}): {}",
@@ -340,8 +356,7 @@ pub(crate) fn spawn_until_ready(
             .find(|l| l.contains(marker))?
             .to_string();
         line.rsplit(':').next()?.trim().parse::<u16>().ok()
-    });
-    (child, port)
+    })
 }
 
 /// Sends SIGTERM to `child` and waits up to 30 s (then SIGKILL).

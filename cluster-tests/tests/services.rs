@@ -1,6 +1,6 @@
 //! A Service end to end: the API server allocates its ClusterIP, the Endpoints controller lists
 //! the ready pods of a Deployment, the node agent programs nftables, and a client pod reaches
-//! every backend through the ClusterIP.
+//! every backend through the ClusterIP, found through its `ECHO_SERVICE_*` variables.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -72,16 +72,22 @@ fn a_client_pod_reaches_every_ready_backend_through_the_cluster_ip() {
             })
         });
 
-    let client = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", \"for i in $(seq 1 40); do nc -w 2 {ip} 80; sleep 0.1; done; true\"]\n"
-    );
+    // The client finds the Service through the variables the agent sets (kubelet's
+    // environment discovery), not through the address the test read.
+    let client = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", \"echo env $ECHO_SERVICE_HOST $ECHO_SERVICE_PORT $ECHO_SERVICE_PORT_WEB $ECHO_PORT; for i in $(seq 1 40); do nc -w 2 $ECHO_SERVICE_HOST $ECHO_SERVICE_PORT; sleep 0.1; done; true\"]\n";
     let cpath = dir.path().join("client.yaml");
     std::fs::write(&cpath, client).unwrap();
     server.must_cli(&["apply", "-f", cpath.to_str().unwrap()]);
     server.must_pod_phase("client", "Succeeded", Duration::from_secs(120));
     let logs = server.must_cli(&["logs", "client"]);
+    assert_eq!(
+        logs.lines().next(),
+        Some(format!("env {ip} 80 80 tcp://{ip}:80").as_str()),
+        "Service variables in the client's environment; log:\n{logs}"
+    );
     let seen: BTreeSet<String> = logs
         .lines()
+        .skip(1)
         .map(str::to_string)
         .filter(|l| !l.is_empty())
         .collect();

@@ -9,6 +9,7 @@
 //! Services are proxied by nftables rules ([`services`]).
 
 pub mod bridge;
+pub mod dns;
 pub mod error;
 pub mod ipam;
 pub mod link;

@@ -10,7 +10,10 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use ipnet::Ipv4Net;
+use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::RouteScope;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_utils::nla::{DefaultNla, NLA_F_NESTED};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -21,6 +24,11 @@ use crate::subnet::{check_pod_address, gateway};
 
 /// The interface name of the pod's end inside its namespace.
 pub const POD_IFNAME: &str = "eth0";
+
+/// `IFLA_PROTINFO`: a bridge port's settings, nested (linux/if_link.h).
+const IFLA_PROTINFO: u16 = 12;
+/// `IFLA_BRPORT_MODE`: the bridge port's hairpin mode, one byte (linux/if_link.h).
+const IFLA_BRPORT_MODE: u16 = 4;
 
 /// Smallest MTU accepted for IPv4 (RFC 791).
 pub const MIN_MTU: u32 = 68;
@@ -60,7 +68,7 @@ fn short_hash(pod_uid: &str) -> String {
 }
 
 /// Attaches the pod whose network namespace is the file `netns` to bridge `bridge`: creates
-/// the veth pair (host end [`host_ifname`], on the bridge, up), moves the peer into the pod
+/// the veth pair (host end [`host_ifname`], on the bridge in hairpin mode, up), moves the peer into the pod
 /// namespace as `eth0` with `ip`/prefix, MTU `mtu`, up, and a default route via the subnet's
 /// gateway. Idempotent, and it repairs a half-done earlier attach.
 pub fn attach_pod(
@@ -150,6 +158,16 @@ fn attach_once(netns: &Path, iface: &PodInterface, temp_peer: &str, bridge: &str
             .execute()
             .await
             .map_err(|source| netlink("attach to bridge", host, source))?;
+        // Hairpin: a pod reaching itself through its Service is DNATed back to its own
+        // address; the bridge then has to send the frame out of the port it came in on.
+        let mut hairpin = handle.link().set(host_link.header.index);
+        let message = hairpin.message_mut();
+        message.header.interface_family = AddressFamily::Bridge;
+        message.attributes.push(hairpin_on());
+        hairpin
+            .execute()
+            .await
+            .map_err(|source| netlink("set hairpin mode", host, source))?;
         if let Some(peer) = find_link(&handle, temp_peer).await? {
             handle
                 .link()
@@ -165,6 +183,16 @@ fn attach_once(netns: &Path, iface: &PodInterface, temp_peer: &str, bridge: &str
     let inside = iface.clone();
     let temp_peer = temp_peer.to_owned();
     run_in_netns(netns, move || configure_pod_end(&inside, &temp_peer))?
+}
+
+/// The bridge port attribute that turns hairpin mode on, as `bridge link set hairpin on` sends
+/// it: `IFLA_PROTINFO` flagged nested (without the flag the kernel reads it as an old-style
+/// port state) holding `IFLA_BRPORT_MODE = 1`. netlink-packet-route 0.19 emits its own
+/// bridge protinfo without that flag, hence the raw attribute.
+fn hairpin_on() -> LinkAttribute {
+    // One attribute: length 5 (4-byte header + 1 byte), type, value, padding to 4 bytes.
+    let mode = [5, 0, IFLA_BRPORT_MODE as u8, 0, 1, 0, 0, 0];
+    LinkAttribute::ProtoInfoUnknown(DefaultNla::new(IFLA_PROTINFO | NLA_F_NESTED, mode.to_vec()))
 }
 
 /// Inside the pod namespace: rename the peer to `eth0` if needed, then MTU, address, up and

@@ -375,6 +375,16 @@ fn ensure_and_attach_twice_change_nothing_and_attach_repairs_a_replaced_netns() 
     let (host_mtu, host_up) = in_ns(&node, move || (link_mtu(&host), link_is_up(&host)));
     assert_eq!(host_mtu.unwrap(), MTU);
     assert!(host_up.unwrap());
+    // Hairpin mode on the pod's bridge port (read back with iproute2, not our own code).
+    let host = once.host_ifname.clone();
+    let details = in_ns(&node, move || {
+        std::process::Command::new("ip")
+            .args(["-d", "link", "show", "dev", &host])
+            .output()
+    })
+    .expect("run ip");
+    let details = String::from_utf8_lossy(&details.stdout);
+    assert!(details.contains("hairpin on"), "{details}");
 
     // The pod's namespace is replaced (e.g. the pod sandbox was recreated): attach again
     // wires the new namespace.

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use net::services::{self, NftCommand};
 use net::{
-    attach_pod, host_ifname, run_in_netns, sync_services, Endpoint, Ipv4Net, NetnsManager,
-    NodeNetwork, PodIpam, Protocol, ProxyConfig, ServicePort, ServiceSpec,
+    attach_pod, run_in_netns, sync_services, Endpoint, Ipv4Net, NetnsManager, NodeNetwork, PodIpam,
+    Protocol, ProxyConfig, ServicePort, ServiceSpec,
 };
 use nix::mount::{umount2, MntFlags};
 
@@ -140,31 +140,6 @@ impl Lab {
 
     fn pod(&self, name: &str) -> &Path {
         &self.servers.iter().find(|(n, _, _)| n == name).unwrap().1
-    }
-
-    /// Turns on hairpin mode on every pod's bridge port. Needed for hairpin when
-    /// `br_netfilter` is loaded: then DNAT to a pod on the same bridge is bridged, not
-    /// routed, and a bridge sends a frame back out of its ingress port only in hairpin mode.
-    fn hairpin_ports(&self) {
-        let ports: Vec<String> = ["p1", "p2", "p3", "client"].map(host_ifname).into();
-        in_ns(&self.node, move || {
-            for port in ports {
-                let status = Command::new("ip")
-                    .args([
-                        "link",
-                        "set",
-                        "dev",
-                        &port,
-                        "type",
-                        "bridge_slave",
-                        "hairpin",
-                        "on",
-                    ])
-                    .status()
-                    .expect("run ip");
-                assert!(status.success(), "hairpin on {port}");
-            }
-        });
     }
 
     fn tables(&self) -> String {
@@ -296,7 +271,6 @@ fn cluster_ip_spreads_evenly_over_ready_endpoints_and_rejects_without_any() {
 #[test]
 fn node_port_session_affinity_and_hairpin_work() {
     let lab = Lab::new(vec![NODE_IP]);
-    lab.hairpin_ports();
     let all = lab.endpoints(&["p1", "p2", "p3"]);
     let services = vec![
         (
@@ -346,7 +320,6 @@ fn node_port_session_affinity_and_hairpin_work() {
 fn resync_deletes_stale_objects_and_teardown_removes_only_our_table() {
     // No node addresses configured: NodePorts answer on every local address.
     let lab = Lab::new(vec![]);
-    lab.hairpin_ports();
     in_ns(&lab.node, || {
         let status = Command::new("nft")
             .args(["add", "table", "ip", "foreign"])

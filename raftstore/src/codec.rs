@@ -31,3 +31,17 @@ pub(crate) fn index_key(index: u64) -> [u8; 8] {
 pub(crate) fn revision_key(revision: i64) -> [u8; 8] {
     revision.max(0).to_be_bytes()
 }
+
+/// Key for a lease id in the lease table. Lease ids are positive, so byte order is id order.
+pub(crate) fn lease_key(id: i64) -> [u8; 8] {
+    id.max(0).to_be_bytes()
+}
+
+/// Key for "`key` is attached to lease `id`" in the lease index: the lease key, then the key, so
+/// a lease's keys are one prefix scan.
+pub(crate) fn lease_link_key(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut link = Vec::with_capacity(8 + key.len());
+    link.extend_from_slice(&lease_key(id));
+    link.extend_from_slice(key);
+    link
+}

@@ -13,16 +13,18 @@ use crate::types::{Node, NodeId};
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
     /// This member is not the leader; retry against `leader` (if known) or later.
-    #[error("not the leader; current leader: {leader:?}")]
+    #[error("not the leader; current leader: {leader:?} at {leader_url:?}")]
     NotLeader {
         /// The leader this member knows of, if any.
         leader: Option<NodeId>,
+        /// The leader's peer URL, if known.
+        leader_url: Option<String>,
     },
     /// The requested start revision is no longer in history; list afresh and watch from the
     /// returned revision.
-    #[error("requested revision is compacted; history starts after {compact_revision}")]
+    #[error("requested revision is compacted; history starts at {compact_revision}")]
     Compacted {
-        /// History up to and including this revision is gone.
+        /// History before this revision is gone; this revision's state is still readable.
         compact_revision: i64,
     },
     /// A read asked for a revision the store has not reached yet; retry later or ask for an
@@ -33,13 +35,6 @@ pub enum Error {
         revision: i64,
         /// The store's current revision.
         current: i64,
-    },
-    /// A watcher fell too far behind and its stream was ended so it cannot slow down writers;
-    /// re-watch from the last revision received.
-    #[error("watcher fell more than {capacity} events behind and was cancelled")]
-    WatchOverflow {
-        /// The per-watcher buffer size that was exceeded.
-        capacity: usize,
     },
     /// The on-disk store failed; not retryable without operator attention.
     #[error("storage: {0}")]
@@ -68,6 +63,10 @@ pub enum Error {
     /// fix the request or retry once the previous change finished.
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// A membership request was refused by the member checks (unknown member, learner not
+    /// caught up, URL in use, ...); see [`crate::MemberError`] for what to fix.
+    #[error("membership change refused: {0}")]
+    Member(#[from] crate::member::MemberError),
     /// A peer (usually the leader a request was forwarded to) could not be reached or did not
     /// answer in time. A forwarded write may or may not have been applied: retry only if it is
     /// idempotent (e.g. a compare-and-swap on the revision).
@@ -117,6 +116,43 @@ pub enum Error {
     /// A write returned a response that does not match the request (a bug).
     #[error("unexpected response: {0}")]
     UnexpectedResponse(&'static str),
+    /// The lease does not exist (never granted, revoked or expired); grant a new one.
+    #[error("lease {lease} not found")]
+    LeaseNotFound {
+        /// The unknown lease id.
+        lease: i64,
+    },
+    /// A grant asked for a lease id that is in use; pick another id (or 0 for any).
+    #[error("lease {lease} already exists")]
+    LeaseExists {
+        /// The lease id asked for.
+        lease: i64,
+    },
+    /// A grant asked for a TTL above the maximum; ask for less.
+    #[error("lease TTL {ttl} s is above the maximum of {max} s")]
+    LeaseTtlTooLarge {
+        /// The TTL asked for, in seconds.
+        ttl: i64,
+        /// The largest TTL allowed, in seconds.
+        max: i64,
+    },
+    /// A lease request is malformed; fix the named field.
+    #[error("invalid lease request: {field}: {reason}")]
+    InvalidLease {
+        /// The offending field, as etcd names it.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl From<crate::model::Refusal> for Error {
+    fn from(r: crate::model::Refusal) -> Self {
+        match r {
+            crate::model::Refusal::LeaseNotFound { lease } => Error::LeaseNotFound { lease },
+            crate::model::Refusal::LeaseExists { lease } => Error::LeaseExists { lease },
+        }
+    }
 }
 
 impl From<sled::transaction::TransactionError<sled::Error>> for Error {
@@ -141,6 +177,7 @@ impl From<ForwardToLeader<NodeId, Node>> for Error {
     fn from(e: ForwardToLeader<NodeId, Node>) -> Self {
         Error::NotLeader {
             leader: e.leader_id,
+            leader_url: e.leader_node.map(|n| n.peer_url),
         }
     }
 }
@@ -162,9 +199,10 @@ impl From<RaftError<NodeId, CheckIsLeaderError<NodeId, Node>>> for Error {
         match e {
             RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => f.into(),
             // Leadership could not be confirmed by a quorum: not a usable leader right now.
-            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
-                Error::NotLeader { leader: None }
-            }
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => Error::NotLeader {
+                leader: None,
+                leader_url: None,
+            },
             RaftError::Fatal(f) => f.into(),
         }
     }

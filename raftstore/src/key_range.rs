@@ -42,6 +42,11 @@ impl KeyRange {
         above && (self.unbounded_above() || k < self.range_end.as_slice())
     }
 
+    /// Whether the range can hold no key: a `range_end` (other than `\0`) not above `key`.
+    pub fn is_empty(&self) -> bool {
+        !self.is_single() && !self.unbounded_above() && self.key >= self.range_end
+    }
+
     fn unbounded_above(&self) -> bool {
         self.range_end == [0]
     }
@@ -129,6 +134,8 @@ mod tests {
                 .into_iter()
                 .collect();
         assert_eq!(map.range(inverted.bounds()).count(), 0);
+        assert!(inverted.is_empty() && KeyRange::new("a", "a").is_empty());
+        assert!(!single.is_empty() && !from.is_empty() && !all.is_empty() && !prefix.is_empty());
         assert_eq!(KeyRange::new("/a/b", "/a/c").common_prefix(), b"/a/");
     }
 }

@@ -3,15 +3,19 @@
 //!
 //! Rules (etcd's): one transaction that changes anything takes exactly one new revision
 //! (`current + 1`); a transaction that changes nothing (only gets, failed deletes) keeps the
-//! revision. Later ops in a transaction see the writes of earlier ones. This module must stay free
-//! of I/O so it can be tested exhaustively; the state machine feeds it a [`KvRead`].
+//! revision. Later ops in a transaction see the writes of earlier ones. A put naming a lease that
+//! does not exist refuses the whole transaction (etcd checks the branch that runs). Every key
+//! whose lease changes (attached by a put with a lease, detached by an overwrite or a delete) is
+//! reported so the caller can keep its lease index. This module must stay free of I/O so it can
+//! be tested exhaustively; the state machine feeds it a [`LeaseRead`].
 
 use std::collections::BTreeMap;
 
 use crate::key_range::KeyRange;
+use crate::lease::{LeaseId, NO_LEASE};
 use crate::model::{
     Compare, CompareOp, CompareTarget, DeleteRangeResult, DeleteResult, EventKind, KeyValue,
-    PutResult, Txn, TxnOp, TxnOpResult, TxnResult, WatchEvent,
+    PutResult, Refusal, Txn, TxnOp, TxnOpResult, TxnResult, WatchEvent,
 };
 
 /// Read access to the committed key-values, as of before the transaction.
@@ -22,6 +26,12 @@ pub(crate) trait KvRead {
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, Self::Error>;
     /// The current key-values in `range`, sorted by key.
     fn range(&self, range: &KeyRange) -> Result<Vec<KeyValue>, Self::Error>;
+}
+
+/// Read access to the committed key-values and the lease table, as of before the transaction.
+pub(crate) trait LeaseRead: KvRead {
+    /// Whether lease `id` exists.
+    fn lease_exists(&self, id: LeaseId) -> Result<bool, Self::Error>;
 }
 
 /// The key-values in `range` as the transaction sees them: `reader`'s state with the
@@ -68,97 +78,113 @@ pub(crate) struct Applied {
     /// A compaction requested by the transaction (see [`TxnOp::Compact`]); the caller decides
     /// whether it applies and patches the [`TxnOpResult::Compact`] result.
     pub compact: Option<i64>,
+    /// Keys newly attached to a lease, in key order.
+    pub attached: LeaseLinks,
+    /// Keys no longer attached to the lease they had (overwritten or deleted), in key order.
+    pub detached: LeaseLinks,
 }
 
-/// Applies `txn` on top of `reader`'s state at `current_revision`.
-pub(crate) fn apply_txn<R: KvRead>(
-    reader: &R,
-    current_revision: i64,
-    txn: &Txn,
-) -> Result<Applied, R::Error> {
-    let new_revision = current_revision + 1;
-    let mut overlay: BTreeMap<Vec<u8>, Option<KeyValue>> = BTreeMap::new();
-    let lookup = |overlay: &BTreeMap<Vec<u8>, Option<KeyValue>>, key: &[u8]| match overlay.get(key)
-    {
-        Some(staged) => Ok(staged.clone()),
-        None => reader.get(key),
-    };
+/// Keys with the lease they are (or were) attached to, as (lease, key).
+pub(crate) type LeaseLinks = Vec<(LeaseId, Vec<u8>)>;
 
-    let mut succeeded = true;
+/// The staged writes of a transaction, with each touched key's lease before the transaction.
+#[derive(Default)]
+struct Staged {
+    overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
+    original_lease: BTreeMap<Vec<u8>, LeaseId>,
+}
+
+impl Staged {
+    /// Stages `after` for `key`, whose state as the transaction saw it was `before`.
+    fn stage(&mut self, key: &[u8], before: Option<&KeyValue>, after: Option<KeyValue>) {
+        if !self.overlay.contains_key(key) {
+            // Not staged before, so `before` is the committed state.
+            self.original_lease
+                .insert(key.to_vec(), before.map_or(NO_LEASE, |kv| kv.lease));
+        }
+        self.overlay.insert(key.to_vec(), after);
+    }
+
+    /// The (lease, key) pairs attached and detached by the staged writes.
+    fn lease_changes(&self) -> (LeaseLinks, LeaseLinks) {
+        let (mut attached, mut detached) = (Vec::new(), Vec::new());
+        for (key, staged) in &self.overlay {
+            let old = self.original_lease.get(key).copied().unwrap_or(NO_LEASE);
+            let new = staged.as_ref().map_or(NO_LEASE, |kv| kv.lease);
+            if old != new {
+                if old != NO_LEASE {
+                    detached.push((old, key.clone()));
+                }
+                if new != NO_LEASE {
+                    attached.push((new, key.clone()));
+                }
+            }
+        }
+        (attached, detached)
+    }
+}
+
+/// Whether all of `txn`'s compares hold and the branch that runs. Compares always read the
+/// committed state (`reader`), also for nested transactions: etcd evaluates every compare of the
+/// path before any op runs.
+fn branch<'t, R: KvRead>(reader: &R, txn: &'t Txn) -> Result<(bool, &'t [TxnOp]), R::Error> {
     for compare in &txn.compares {
         let actual = reader.get(&compare.key)?;
         if !compare_holds(actual.as_ref(), compare) {
-            succeeded = false;
-            break;
+            return Ok((false, &txn.failure));
         }
     }
-    let ops = if succeeded {
-        &txn.success
-    } else {
-        &txn.failure
-    };
+    Ok((true, &txn.success))
+}
 
-    let mut events = Vec::new();
-    let mut compact = None;
-    let mut responses = Vec::with_capacity(ops.len());
+/// The first lease named by a put in `ops` (or in the branches of nested transactions that
+/// will run) that does not exist, if any.
+fn missing_lease<R: LeaseRead>(reader: &R, ops: &[TxnOp]) -> Result<Option<LeaseId>, R::Error> {
     for op in ops {
         match op {
-            TxnOp::Put { key, value } => {
-                let prev = lookup(&overlay, key)?;
-                let kv = KeyValue {
-                    key: key.clone(),
-                    value: value.clone(),
-                    create_revision: prev.as_ref().map_or(new_revision, |p| p.create_revision),
-                    mod_revision: new_revision,
-                    version: prev.as_ref().map_or(1, |p| p.version + 1),
-                };
-                overlay.insert(key.clone(), Some(kv.clone()));
-                events.push(WatchEvent {
-                    kind: EventKind::Put,
-                    kv,
-                    prev_kv: prev.clone(),
-                });
-                responses.push(TxnOpResult::Put(PutResult {
-                    revision: new_revision,
-                    prev,
-                }));
+            TxnOp::PutWithLease { lease, .. }
+                if *lease != NO_LEASE && !reader.lease_exists(*lease)? =>
+            {
+                return Ok(Some(*lease));
             }
-            TxnOp::Delete { key } => {
-                let prev = lookup(&overlay, key)?;
-                if let Some(p) = &prev {
-                    overlay.insert(key.clone(), None);
-                    events.push(delete_event(key, new_revision, p.clone()));
+            TxnOp::Txn(inner) => {
+                let (_, ops) = branch(reader, inner)?;
+                if let Some(lease) = missing_lease(reader, ops)? {
+                    return Ok(Some(lease));
                 }
-                // The revision is patched below once we know whether anything changed.
-                responses.push(TxnOpResult::Delete(DeleteResult { revision: 0, prev }));
             }
-            TxnOp::Get { key } => responses.push(TxnOpResult::Get(lookup(&overlay, key)?)),
-            TxnOp::Range { key, range_end } => {
-                let range = KeyRange::new(key.clone(), range_end.clone());
-                responses.push(TxnOpResult::Range(range_with_overlay(
-                    reader, &overlay, &range,
-                )?));
-            }
-            TxnOp::Compact { revision } => {
-                compact = Some(*revision);
-                responses.push(TxnOpResult::Compact {
-                    compact_revision: 0,
-                });
-            }
-            TxnOp::DeleteRange { key, range_end } => {
-                let range = KeyRange::new(key.clone(), range_end.clone());
-                let deleted = range_with_overlay(reader, &overlay, &range)?;
-                for prev in &deleted {
-                    overlay.insert(prev.key.clone(), None);
-                    events.push(delete_event(&prev.key, new_revision, prev.clone()));
-                }
-                responses.push(TxnOpResult::DeleteRange(DeleteRangeResult {
-                    revision: 0,
-                    deleted,
-                }));
-            }
+            _ => {}
         }
     }
+    Ok(None)
+}
+
+/// Applies `txn` on top of `reader`'s state at `current_revision`. The outer error is the
+/// reader's; the inner one a refusal that leaves everything unchanged.
+pub(crate) fn apply_txn<R: LeaseRead>(
+    reader: &R,
+    current_revision: i64,
+    txn: &Txn,
+) -> Result<Result<Applied, Refusal>, R::Error> {
+    let new_revision = current_revision + 1;
+    let (succeeded, ops) = branch(reader, txn)?;
+    if let Some(lease) = missing_lease(reader, ops)? {
+        return Ok(Err(Refusal::LeaseNotFound { lease }));
+    }
+    let mut run = Run {
+        reader,
+        new_revision,
+        staged: Staged::default(),
+        events: Vec::new(),
+        compact: None,
+    };
+    let mut responses = run.ops(ops)?;
+    let Run {
+        staged,
+        events,
+        compact,
+        ..
+    } = run;
 
     let changed = !events.is_empty();
     let revision = if changed {
@@ -166,7 +192,140 @@ pub(crate) fn apply_txn<R: KvRead>(
     } else {
         current_revision
     };
-    for response in &mut responses {
+    patch_revisions(&mut responses, revision, new_revision);
+    let (attached, detached) = if changed {
+        staged.lease_changes()
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let writes = staged
+        .overlay
+        .into_iter()
+        .map(|(key, staged)| match staged {
+            Some(kv) => KvWrite::Put(kv),
+            None => KvWrite::Delete(key),
+        })
+        .collect();
+    Ok(Ok(Applied {
+        result: TxnResult {
+            succeeded,
+            revision,
+            responses,
+        },
+        writes: if changed { writes } else { Vec::new() },
+        events,
+        revision,
+        compact,
+        attached,
+        detached,
+    }))
+}
+
+/// One transaction being applied: the committed state and what the ops so far staged.
+struct Run<'r, R> {
+    reader: &'r R,
+    new_revision: i64,
+    staged: Staged,
+    events: Vec<WatchEvent>,
+    compact: Option<i64>,
+}
+
+impl<R: LeaseRead> Run<'_, R> {
+    /// `key` as the transaction sees it: staged by an earlier op, else committed.
+    fn lookup(&self, key: &[u8]) -> Result<Option<KeyValue>, R::Error> {
+        match self.staged.overlay.get(key) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.reader.get(key),
+        }
+    }
+
+    /// Runs `ops` in order and returns their results (delete revisions still unpatched).
+    fn ops(&mut self, ops: &[TxnOp]) -> Result<Vec<TxnOpResult>, R::Error> {
+        let new_revision = self.new_revision;
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match op {
+                TxnOp::Put { key, value } => {
+                    let prev = self.lookup(key)?;
+                    stage_put(
+                        &mut self.staged,
+                        &mut self.events,
+                        new_revision,
+                        prev,
+                        key,
+                        value,
+                        NO_LEASE,
+                    )
+                }
+                TxnOp::PutWithLease { key, value, lease } => {
+                    let prev = self.lookup(key)?;
+                    stage_put(
+                        &mut self.staged,
+                        &mut self.events,
+                        new_revision,
+                        prev,
+                        key,
+                        value,
+                        *lease,
+                    )
+                }
+                TxnOp::Delete { key } => {
+                    let prev = self.lookup(key)?;
+                    if let Some(p) = &prev {
+                        self.staged.stage(key, Some(p), None);
+                        self.events.push(delete_event(key, new_revision, p.clone()));
+                    }
+                    // The revision is patched once we know whether anything changed.
+                    TxnOpResult::Delete(DeleteResult { revision: 0, prev })
+                }
+                TxnOp::Get { key } => TxnOpResult::Get(self.lookup(key)?),
+                TxnOp::Range { key, range_end } => {
+                    let range = KeyRange::new(key.clone(), range_end.clone());
+                    TxnOpResult::Range(range_with_overlay(
+                        self.reader,
+                        &self.staged.overlay,
+                        &range,
+                    )?)
+                }
+                TxnOp::Compact { revision } => {
+                    self.compact = Some(*revision);
+                    TxnOpResult::Compact {
+                        compact_revision: 0,
+                    }
+                }
+                TxnOp::DeleteRange { key, range_end } => {
+                    let range = KeyRange::new(key.clone(), range_end.clone());
+                    let deleted = range_with_overlay(self.reader, &self.staged.overlay, &range)?;
+                    for prev in &deleted {
+                        self.staged.stage(&prev.key, Some(prev), None);
+                        self.events
+                            .push(delete_event(&prev.key, new_revision, prev.clone()));
+                    }
+                    TxnOpResult::DeleteRange(DeleteRangeResult {
+                        revision: 0,
+                        deleted,
+                    })
+                }
+                TxnOp::Txn(inner) => {
+                    let (succeeded, ops) = branch(self.reader, inner)?;
+                    let responses = self.ops(ops)?;
+                    TxnOpResult::Txn(TxnResult {
+                        succeeded,
+                        revision: 0,
+                        responses,
+                    })
+                }
+            };
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+}
+
+/// Fills in the revisions only known once the whole transaction ran: `revision` is the store
+/// revision afterwards, `new_revision` the one a change took.
+fn patch_revisions(responses: &mut [TxnOpResult], revision: i64, new_revision: i64) {
+    for response in responses {
         match response {
             TxnOpResult::Delete(d) => {
                 d.revision = if d.prev.is_some() {
@@ -182,27 +341,41 @@ pub(crate) fn apply_txn<R: KvRead>(
                     new_revision
                 };
             }
+            TxnOpResult::Txn(nested) => {
+                nested.revision = revision;
+                patch_revisions(&mut nested.responses, revision, new_revision);
+            }
             _ => {}
         }
     }
-    let writes = overlay
-        .into_iter()
-        .map(|(key, staged)| match staged {
-            Some(kv) => KvWrite::Put(kv),
-            None => KvWrite::Delete(key),
-        })
-        .collect();
-    Ok(Applied {
-        result: TxnResult {
-            succeeded,
-            revision,
-            responses,
-        },
-        writes: if changed { writes } else { Vec::new() },
-        events,
-        revision,
-        compact,
-    })
+}
+
+/// Stages a put of `value` to `key` (last seen as `prev`) attached to `lease` at `revision`, with
+/// its event; returns the op's result.
+fn stage_put(
+    staged: &mut Staged,
+    events: &mut Vec<WatchEvent>,
+    revision: i64,
+    prev: Option<KeyValue>,
+    key: &[u8],
+    value: &[u8],
+    lease: LeaseId,
+) -> TxnOpResult {
+    let kv = KeyValue {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+        mod_revision: revision,
+        version: prev.as_ref().map_or(1, |p| p.version + 1),
+        lease,
+    };
+    staged.stage(key, prev.as_ref(), Some(kv.clone()));
+    events.push(WatchEvent {
+        kind: EventKind::Put,
+        kv,
+        prev_kv: prev.clone(),
+    });
+    TxnOpResult::Put(PutResult { revision, prev })
 }
 
 /// The event of deleting `key` (whose last state was `prev`) at `revision`.
@@ -215,6 +388,7 @@ fn delete_event(key: &[u8], revision: i64, prev: KeyValue) -> WatchEvent {
             create_revision: 0,
             mod_revision: revision,
             version: 0,
+            lease: NO_LEASE,
         },
         prev_kv: Some(prev),
     }
@@ -235,6 +409,7 @@ pub(crate) fn compare_holds(actual: Option<&KeyValue>, compare: &Compare) -> boo
             kv.map_or(0, |k| k.create_revision).cmp(expected)
         }
         (CompareTarget::Version(expected), kv) => kv.map_or(0, |k| k.version).cmp(expected),
+        (CompareTarget::Lease(expected), kv) => kv.map_or(NO_LEASE, |k| k.lease).cmp(expected),
     };
     match compare.op {
         CompareOp::Equal => ordering.is_eq(),
@@ -255,6 +430,13 @@ mod tests {
     struct Mem {
         kvs: BTreeMap<Vec<u8>, KeyValue>,
         revision: i64,
+        leases: std::collections::BTreeSet<LeaseId>,
+    }
+
+    impl LeaseRead for Mem {
+        fn lease_exists(&self, id: LeaseId) -> Result<bool, Infallible> {
+            Ok(self.leases.contains(&id))
+        }
     }
 
     impl KvRead for Mem {
@@ -276,10 +458,12 @@ mod tests {
             Mem {
                 kvs: BTreeMap::new(),
                 revision: 1,
+                leases: [7, 8].into(),
             }
         }
-        fn run(&mut self, txn: Txn) -> Applied {
+        fn try_run(&mut self, txn: Txn) -> Result<Applied, Refusal> {
             let Ok(applied) = apply_txn(self, self.revision, &txn);
+            let applied = applied?;
             for w in &applied.writes {
                 match w {
                     KvWrite::Put(kv) => {
@@ -291,7 +475,10 @@ mod tests {
                 }
             }
             self.revision = applied.revision;
-            applied
+            Ok(applied)
+        }
+        fn run(&mut self, txn: Txn) -> Applied {
+            self.try_run(txn).expect("refused")
         }
     }
 
@@ -299,6 +486,13 @@ mod tests {
         TxnOp::Put {
             key: k.into(),
             value: v.into(),
+        }
+    }
+    fn put_leased(k: &str, v: &str, lease: LeaseId) -> TxnOp {
+        TxnOp::PutWithLease {
+            key: k.into(),
+            value: v.into(),
+            lease,
         }
     }
     fn del(k: &str) -> TxnOp {
@@ -474,6 +668,7 @@ mod tests {
             create_revision: 2,
             mod_revision: 5,
             version: 3,
+            lease: 7,
         };
         assert!(compare_holds(
             Some(&kv),
@@ -491,5 +686,111 @@ mod tests {
             Some(&kv),
             &cmp(CompareTarget::Version(4), CompareOp::Less)
         ));
+        assert!(compare_holds(
+            Some(&kv),
+            &cmp(CompareTarget::Lease(7), CompareOp::Equal)
+        ));
+        assert!(compare_holds(
+            None,
+            &cmp(CompareTarget::Lease(0), CompareOp::Equal)
+        ));
+    }
+
+    #[test]
+    fn a_put_with_an_unknown_lease_refuses_the_whole_transaction() {
+        let mut m = Mem::new();
+        m.run(only(vec![put("a", "1")]));
+        let refused = m.try_run(only(vec![put("b", "1"), put_leased("a", "2", 99)]));
+        assert_eq!(refused, Err(Refusal::LeaseNotFound { lease: 99 }));
+        assert_eq!(m.revision, 2);
+        assert_eq!(m.kvs[b"a".as_slice()].value, b"1");
+        assert!(!m.kvs.contains_key(b"b".as_slice()));
+        // Only the branch that runs is checked, as in etcd.
+        let unchecked = Txn {
+            compares: vec![],
+            success: vec![put("c", "1")],
+            failure: vec![put_leased("c", "1", 99)],
+        };
+        assert!(m.try_run(unchecked).is_ok());
+    }
+
+    #[test]
+    fn overwrites_and_deletes_move_keys_between_leases() {
+        let mut m = Mem::new();
+        let a = m.run(only(vec![
+            put_leased("a", "1", 7),
+            put_leased("b", "1", 7),
+            put("c", "1"),
+        ]));
+        assert_eq!(a.attached, vec![(7, b"a".to_vec()), (7, b"b".to_vec())]);
+        assert!(a.detached.is_empty());
+        assert_eq!(m.kvs[b"a".as_slice()].lease, 7);
+        // Re-attach a to 8, detach b by a plain put, attach c, then delete it again in the
+        // same transaction (c ends as it started: no change).
+        let b = m.run(only(vec![
+            put_leased("a", "2", 8),
+            put("b", "2"),
+            put_leased("c", "2", 8),
+            del("c"),
+        ]));
+        assert_eq!(b.attached, vec![(8, b"a".to_vec())]);
+        assert_eq!(b.detached, vec![(7, b"a".to_vec()), (7, b"b".to_vec())]);
+        assert_eq!(b.events[0].prev_kv.as_ref().map(|p| p.lease), Some(7));
+        // Same lease again: nothing moves. A range delete detaches.
+        let c = m.run(only(vec![put_leased("a", "3", 8)]));
+        assert!(c.attached.is_empty() && c.detached.is_empty());
+        let d = m.run(only(vec![TxnOp::DeleteRange {
+            key: vec![0],
+            range_end: vec![0],
+        }]));
+        assert_eq!(d.detached, vec![(8, b"a".to_vec())]);
+        assert_eq!(d.events.iter().map(|e| e.kv.lease).sum::<i64>(), 0);
+    }
+
+    #[test]
+    fn nested_txn_compares_see_the_committed_state_and_ops_share_one_revision() {
+        let mut m = Mem::new();
+        m.run(only(vec![put("a", "1")])); // rev 2
+        let is_one = |key: &str| Compare {
+            key: key.into(),
+            target: CompareTarget::Value(b"1".to_vec()),
+            op: CompareOp::Equal,
+        };
+        // The outer put changes a to 2 first, yet the nested compare still sees a = 1 (etcd
+        // evaluates every compare before any op), so the nested success branch runs; the
+        // nested get sees the outer put.
+        let nested = Txn {
+            compares: vec![is_one("a")],
+            success: vec![put("b", "x"), get("a")],
+            failure: vec![put("b", "y")],
+        };
+        let r = m.run(only(vec![put("a", "2"), TxnOp::Txn(nested), del("zz")]));
+        assert_eq!(r.revision, 3);
+        assert!(r.events.iter().all(|e| e.kv.mod_revision == 3));
+        let TxnOpResult::Txn(inner) = &r.result.responses[1] else {
+            panic!("not a nested txn result: {:?}", r.result.responses[1])
+        };
+        assert!(inner.succeeded);
+        assert_eq!(inner.revision, 3);
+        assert!(matches!(&inner.responses[1], TxnOpResult::Get(Some(kv)) if kv.value == b"2"));
+        assert!(matches!(
+            &r.result.responses[2],
+            TxnOpResult::Delete(DeleteResult {
+                revision: 3,
+                prev: None
+            })
+        ));
+        assert_eq!(m.kvs[b"b".as_slice()].value, b"x");
+        // A nested branch naming an unknown lease refuses the whole transaction.
+        let leased = Txn {
+            compares: vec![],
+            success: vec![put_leased("c", "1", 999)],
+            failure: vec![],
+        };
+        assert_eq!(
+            m.try_run(only(vec![put("d", "1"), TxnOp::Txn(leased)])),
+            Err(Refusal::LeaseNotFound { lease: 999 })
+        );
+        assert!(!m.kvs.contains_key(b"d".as_slice()));
     }
 }

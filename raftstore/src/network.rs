@@ -274,7 +274,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
         PeerNetwork {
             target,
-            url: node.addr.clone(),
+            url: node.peer_url.clone(),
             channels: self.channels.clone(),
         }
     }

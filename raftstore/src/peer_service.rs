@@ -6,6 +6,7 @@
 //! errors travel back inside the payload so the caller's openraft sees them as remote errors.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, RaftError};
@@ -16,11 +17,14 @@ use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
+use crate::lease_keeper::Lessor;
 use crate::proposal;
+use crate::read_index::ReadIndex;
 use crate::types::{NodeId, Raft, TypeConfig};
 use crate::wire::proto::raft_peer_server::{RaftPeer, RaftPeerServer};
 use crate::wire::proto::RaftMessage;
 use crate::wire::{self, Proposal, WireError};
+use crate::write_batch::WriteBatcher;
 
 /// How long [`PeerServer::stop`] waits for in-flight calls before aborting the server.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -34,9 +38,13 @@ pub(crate) struct PeerServer {
 }
 
 impl PeerServer {
-    /// Serves the peer service for `raft` on `listener` until [`PeerServer::stop`].
+    /// Serves the peer service for `raft` (and `lessor`, for forwarded lease calls) on
+    /// `listener` until [`PeerServer::stop`].
     pub(crate) fn start(
         raft: Raft,
+        lessor: Arc<Lessor>,
+        reads: ReadIndex,
+        writes: Arc<WriteBatcher>,
         node: NodeId,
         listener: tokio::net::TcpListener,
     ) -> Result<Self> {
@@ -44,10 +52,15 @@ impl PeerServer {
             .local_addr()
             .map_err(|source| Error::Listen { addr: None, source })?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let service = RaftPeerServer::new(PeerService { raft })
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+        let incoming = crate::tcp::incoming_nodelay(listener);
+        let service = RaftPeerServer::new(PeerService {
+            raft,
+            lessor,
+            reads,
+            writes,
+        })
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_service(service)
@@ -86,6 +99,9 @@ impl PeerServer {
 
 struct PeerService {
     raft: Raft,
+    lessor: Arc<Lessor>,
+    reads: ReadIndex,
+    writes: Arc<WriteBatcher>,
 }
 
 fn bad_request(e: &Error) -> Status {
@@ -134,7 +150,7 @@ impl RaftPeer for PeerService {
         request: Request<RaftMessage>,
     ) -> std::result::Result<Response<RaftMessage>, Status> {
         let proposal: Proposal = wire::payload(request.get_ref()).map_err(|e| bad_request(&e))?;
-        let result = proposal::propose_local(&self.raft, proposal)
+        let result = proposal::propose_local(&self.raft, &self.lessor, &self.writes, proposal)
             .await
             .map_err(WireError::from);
         reply(&result)
@@ -144,9 +160,8 @@ impl RaftPeer for PeerService {
         &self,
         _request: Request<RaftMessage>,
     ) -> std::result::Result<Response<RaftMessage>, Status> {
-        let result = proposal::read_index_local(&self.raft)
-            .await
-            .map_err(WireError::from);
+        // Joins the leader's batched rounds, with its local reads.
+        let result = self.reads.on_leader().await.map_err(WireError::from);
         reply(&result)
     }
 }

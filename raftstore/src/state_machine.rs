@@ -1,14 +1,21 @@
 //! The MVCC state machine, persisted in sled: trees `kv` (key -> [`KeyValue`]), `events`
 //! (revision, big-endian -> the revision's [`WatchEvent`]s), `sm_meta` (revision, last applied log
-//! id, membership) and `snapshot` (the current snapshot).
+//! id, membership), `leases` (lease id -> [`Lease`]), `lease_keys` (lease id ++ key -> empty: the
+//! keys attached to each lease) and `snapshot` (the current snapshot).
 //!
 //! Durability contract, kept here: every entry is applied in one sled transaction that writes the
 //! key-values, the revision's history and the applied log id together, so a crash never leaves a
-//! half-applied entry. `apply` flushes sled before it returns, so no client response and no watch
-//! event goes out before the state machine is on disk. Readers may see an entry a moment before
-//! that flush; this is safe because the entry is already committed in the (flushed) Raft log and
-//! would be re-applied after a crash. A snapshot install first persists the snapshot and a
-//! "restore pending" marker, so a crash half-way through is finished on the next open.
+//! half-applied entry. `apply` does not fsync: every entry it applies is committed, so it is
+//! already fsynced in the Raft log of a majority (see `log_store`), and the log is the source of
+//! truth. After a crash the state machine reopens at the last applied log id sled persisted (a
+//! consistent prefix: sled recovers whole transactions in order, and any later flush, such as the
+//! next log append in the same database, persists everything applied before it) and openraft
+//! re-applies the committed entries after it; applying is deterministic, so the same revisions,
+//! responses and watch events result. The log is never purged past state that is not on disk:
+//! purging follows a snapshot, and building one flushes. This is etcd's arrangement too (its
+//! backend commits in the background and replays the WAL from the consistent index). A snapshot
+//! install first persists the snapshot and a "restore pending" marker, so a crash half-way
+//! through is finished on the next open.
 //!
 //! The MVCC rules themselves live in [`crate::mvcc`]; this module only does the I/O around them.
 
@@ -20,15 +27,18 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, Transactional};
 
-use crate::codec::{decode, encode, revision_key};
+use crate::batch_apply;
+use crate::codec::{decode, encode, lease_key, lease_link_key, revision_key};
 use crate::error::{Error, Result};
 use crate::key_range::KeyRange;
-use crate::model::{KeyValue, RangeResult, TxnOpResult, WatchEvent};
-use crate::mvcc::{self, KvRead, KvWrite};
+use crate::lease::{Lease, LeaseId, NO_LEASE};
+use crate::model::{KeyValue, RangeResult, Refusal, Txn, TxnOp, TxnOpResult, WatchEvent};
+use crate::mvcc::{self, KvRead, KvWrite, LeaseLinks, LeaseRead};
 use crate::types::{
-    Entry, LogId, RaftResponse, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Entry, LogId, RaftRequest, RaftResponse, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
 };
-use crate::watch::{self, WatchHub, WatchStream, WATCH_CHANNEL_CAPACITY};
+use crate::watch::{WatchCursor, WatchHub, WatchStream, WATCH_CHANNEL_CAPACITY};
 
 const STATE_KEY: &[u8] = b"state";
 const RESTORE_PENDING_KEY: &[u8] = b"restore_pending";
@@ -63,6 +73,8 @@ struct SnapshotPayload {
     state: SmState,
     kvs: Vec<KeyValue>,
     events: Vec<(i64, Vec<WatchEvent>)>,
+    /// The lease table; the lease index is rebuilt from the `lease` of `kvs`.
+    leases: Vec<Lease>,
 }
 
 /// The sled-backed state machine given to openraft; cheap to clone (clones share state). It is
@@ -79,6 +91,9 @@ pub(crate) struct SmShared {
     events: sled::Tree,
     meta: sled::Tree,
     snapshot: sled::Tree,
+    leases: sled::Tree,
+    /// The lease index: lease id ++ key for every key attached to a lease.
+    lease_links: sled::Tree,
     /// Writers (apply, install) hold it exclusively so readers see whole revisions.
     state: RwLock<SmState>,
     hub: WatchHub,
@@ -105,6 +120,41 @@ impl KvRead for KvTree<'_> {
     }
 }
 
+/// What a transaction is applied against: the key-values and the lease table.
+struct ApplyView<'a> {
+    kv: KvTree<'a>,
+    leases: &'a sled::Tree,
+}
+
+impl KvRead for ApplyView<'_> {
+    type Error = Error;
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        self.kv.get(key)
+    }
+    fn range(&self, range: &KeyRange) -> Result<Vec<KeyValue>> {
+        self.kv.range(range)
+    }
+}
+
+impl LeaseRead for ApplyView<'_> {
+    fn lease_exists(&self, id: LeaseId) -> Result<bool> {
+        Ok(id > NO_LEASE && self.leases.contains_key(lease_key(id))?)
+    }
+}
+
+/// Everything one entry changes, persisted in one sled transaction.
+#[derive(Default)]
+struct EntryWrites {
+    kvs: Vec<KvWrite>,
+    events: Vec<WatchEvent>,
+    /// The events of every revision a batch entry created (its `events` stay empty).
+    history: Vec<RevisionEvents>,
+    /// Lease table changes: the lease to store, or `None` to remove it.
+    leases: Vec<(LeaseId, Option<Lease>)>,
+    attached: LeaseLinks,
+    detached: LeaseLinks,
+}
+
 impl StateMachineStore {
     /// Opens the state machine trees in `db`, finishing an interrupted snapshot install.
     pub fn open(db: &sled::Db) -> Result<Self> {
@@ -119,7 +169,13 @@ impl StateMachineStore {
             events: db.open_tree("events")?,
             meta,
             snapshot: db.open_tree("snapshot")?,
-            hub: WatchHub::new(state.revision, WATCH_CHANNEL_CAPACITY),
+            leases: db.open_tree("leases")?,
+            lease_links: db.open_tree("lease_keys")?,
+            hub: WatchHub::new(
+                state.revision,
+                state.compact_revision,
+                WATCH_CHANNEL_CAPACITY,
+            ),
             state: RwLock::new(state),
         };
         if shared.meta.contains_key(RESTORE_PENDING_KEY)? {
@@ -156,6 +212,12 @@ impl SmShared {
         self.read_state().revision
     }
 
+    /// Index of the last log entry applied here (0: none). Ahead of openraft's metrics, which
+    /// learn of an apply only when the core next publishes them.
+    pub(crate) fn applied_index(&self) -> u64 {
+        self.read_state().last_applied.map_or(0, |id| id.index)
+    }
+
     /// The current value of `key` in the local state machine.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         let _state = self.read_state();
@@ -177,6 +239,35 @@ impl SmShared {
             kvs,
             revision: state.revision,
         })
+    }
+
+    /// Lease `id`, if it exists.
+    pub(crate) fn lease(&self, id: LeaseId) -> Result<Option<Lease>> {
+        let _state = self.read_state();
+        self.leases
+            .get(lease_key(id))?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    /// Every lease, sorted by id.
+    pub(crate) fn leases(&self) -> Result<Vec<Lease>> {
+        let _state = self.read_state();
+        self.leases.iter().map(|item| decode(&item?.1)).collect()
+    }
+
+    /// The keys attached to lease `id`, sorted.
+    pub(crate) fn lease_keys(&self, id: LeaseId) -> Result<Vec<Vec<u8>>> {
+        let _state = self.read_state();
+        self.attached_keys(id)
+    }
+
+    /// The keys attached to lease `id`, for callers that hold the state lock already.
+    fn attached_keys(&self, id: LeaseId) -> Result<Vec<Vec<u8>>> {
+        self.lease_links
+            .scan_prefix(lease_key(id))
+            .map(|item| Ok(item?.0[8..].to_vec()))
+            .collect()
     }
 
     /// The compaction revision (0: never compacted).
@@ -222,25 +313,27 @@ impl SmShared {
 
     /// Starts a watch; see [`crate::Store::watch`].
     pub(crate) fn watch(&self, prefix: Vec<u8>, start_revision: i64) -> Result<WatchStream> {
-        let (start, compact_revision) = {
-            let state = self.read_state();
-            let start = if start_revision <= 0 {
-                state.revision + 1
-            } else {
-                start_revision
-            };
-            (start, state.compact_revision)
+        Ok(self
+            .watch_cursor(prefix, None, start_revision)?
+            .into_stream())
+    }
+
+    /// Starts a watch on the keys starting with `prefix` (and inside `range`, if given) from
+    /// `start_revision` (<= 0: only changes after now).
+    pub(crate) fn watch_cursor(
+        &self,
+        prefix: Vec<u8>,
+        range: Option<KeyRange>,
+        start_revision: i64,
+    ) -> Result<WatchCursor> {
+        // Registered under the state lock, so no snapshot install slips in between.
+        let state = self.read_state();
+        let start = if start_revision <= 0 {
+            state.revision + 1
+        } else {
+            start_revision
         };
-        if start <= compact_revision {
-            return Err(Error::Compacted { compact_revision });
-        }
-        let registration = self.hub.register(prefix.clone(), start);
-        Ok(watch::watch_stream(
-            self.events.clone(),
-            prefix,
-            start,
-            registration,
-        ))
+        WatchCursor::open(&self.hub, self.events.clone(), prefix, range, start)
     }
 
     /// Ends all watches with [`Error::Shutdown`].
@@ -248,37 +341,66 @@ impl SmShared {
         self.hub.close();
     }
 
-    /// Flushes everything to disk.
-    pub(crate) async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
-        Ok(())
-    }
-
     /// Applies one entry atomically; returns the response and the revision's events to publish.
-    fn apply_entry(&self, entry: Entry) -> Result<(RaftResponse, Option<RevisionEvents>)> {
-        let mut state = self.write_state();
+    fn apply_entry(&self, entry: Entry) -> Result<(RaftResponse, Vec<RevisionEvents>)> {
+        let state = self.write_state();
         let mut next = state.clone();
         next.last_applied = Some(entry.log_id);
         let mut response = RaftResponse::default();
-        let mut writes = Vec::new();
-        let mut events = Vec::new();
+        let mut changes = EntryWrites::default();
         let mut compacted_events = Vec::new();
         match entry.payload {
             EntryPayload::Blank => {}
             EntryPayload::Membership(membership) => {
                 next.last_membership = StoredMembership::new(Some(entry.log_id), membership);
             }
-            EntryPayload::Normal(request) => {
-                let applied = mvcc::apply_txn(&KvTree(&self.kv), state.revision, &request.txn)?;
+            EntryPayload::Normal(RaftRequest::LeaseGrant { id, ttl }) => {
+                response = self.grant_lease(id, ttl, &mut changes)?;
+            }
+            EntryPayload::Normal(RaftRequest::LeaseRevoke { id }) => {
+                response = self.revoke_lease(id, &mut next, &mut changes)?;
+            }
+            EntryPayload::Normal(RaftRequest::Batch(txns)) => {
+                let batch = batch_apply::apply_batch(
+                    &self.apply_view(),
+                    state.revision,
+                    state.compact_revision,
+                    &txns,
+                )?;
+                next.revision = batch.revision;
+                changes.kvs = batch.writes;
+                changes.history = batch.history;
+                changes.attached = batch.attached;
+                changes.detached = batch.detached;
+                response = RaftResponse::Batch(batch.responses);
+            }
+            EntryPayload::Normal(RaftRequest::Txn(txn)) => {
+                let applied = match mvcc::apply_txn(&self.apply_view(), state.revision, &txn)? {
+                    Ok(applied) => applied,
+                    Err(refusal) => {
+                        return self.persist(
+                            state,
+                            next,
+                            changes,
+                            &[],
+                            RaftResponse::Refused(refusal),
+                        );
+                    }
+                };
                 next.revision = applied.revision;
-                writes = applied.writes;
-                events = applied.events;
+                changes.kvs = applied.writes;
+                changes.events = applied.events;
+                changes.attached = applied.attached;
+                changes.detached = applied.detached;
                 let mut result = applied.result;
                 if let Some(target) = applied.compact {
                     if target > next.compact_revision && target <= next.revision {
                         next.compact_revision = target;
+                        // Like etcd, the compaction revision's own events stay: watching from
+                        // it still works. Replaying watchers learn of the deletion first.
+                        self.hub.note_compaction(target);
                         // History is only written under this lock, so the scan is stable.
-                        for item in self.events.range(..=revision_key(target)) {
+                        for item in self.events.range(..revision_key(target)) {
                             compacted_events.push(item?.0);
                         }
                         tracing::info!(compact_revision = target, "compacted history");
@@ -289,10 +411,112 @@ impl SmShared {
                         }
                     }
                 }
-                response.txn = Some(result);
+                response = RaftResponse::Txn(result);
             }
         }
+        self.persist(state, next, changes, &compacted_events, response)
+    }
 
+    /// The view transactions are applied against.
+    fn apply_view(&self) -> ApplyView<'_> {
+        ApplyView {
+            kv: KvTree(&self.kv),
+            leases: &self.leases,
+        }
+    }
+
+    /// Applies a lease grant: records the lease unless its id is taken.
+    fn grant_lease(
+        &self,
+        id: LeaseId,
+        ttl: i64,
+        changes: &mut EntryWrites,
+    ) -> Result<RaftResponse> {
+        // The leader never proposes an id <= 0 (0 means "no lease"); refuse one all the same
+        // rather than record a lease no key could name.
+        if id <= NO_LEASE || self.apply_view().lease_exists(id)? {
+            return Ok(RaftResponse::Refused(Refusal::LeaseExists { lease: id }));
+        }
+        changes.leases.push((id, Some(Lease { id, ttl })));
+        tracing::debug!(lease = id, ttl, "lease granted");
+        Ok(RaftResponse::LeaseGranted { id, ttl })
+    }
+
+    /// Applies a lease revoke: deletes the lease and every key attached to it at one revision
+    /// (a lease without keys leaves the revision as it is).
+    fn revoke_lease(
+        &self,
+        id: LeaseId,
+        next: &mut SmState,
+        changes: &mut EntryWrites,
+    ) -> Result<RaftResponse> {
+        let view = self.apply_view();
+        if !view.lease_exists(id)? {
+            return Ok(RaftResponse::Refused(Refusal::LeaseNotFound { lease: id }));
+        }
+        // Called under the state write lock, so not `lease_keys`.
+        let deletes = self
+            .attached_keys(id)?
+            .into_iter()
+            .map(|key| TxnOp::Delete { key })
+            .collect();
+        let txn = Txn {
+            compares: vec![],
+            success: deletes,
+            failure: vec![],
+        };
+        let applied = match mvcc::apply_txn(&view, next.revision, &txn)? {
+            Ok(applied) => applied,
+            // Deletes name no lease; nothing to refuse.
+            Err(refusal) => return Ok(RaftResponse::Refused(refusal)),
+        };
+        next.revision = applied.revision;
+        changes.kvs = applied.writes;
+        changes.events = applied.events;
+        changes.detached = applied.detached;
+        changes.leases.push((id, None));
+        tracing::debug!(
+            lease = id,
+            keys = changes.events.len(),
+            revision = next.revision,
+            "lease revoked"
+        );
+        Ok(RaftResponse::LeaseRevoked {
+            revision: next.revision,
+        })
+    }
+
+    /// Persists one applied entry atomically and swaps in its state; returns `response` and the
+    /// revision's events to publish.
+    fn persist(
+        &self,
+        mut state: RwLockWriteGuard<'_, SmState>,
+        next: SmState,
+        changes: EntryWrites,
+        compacted_events: &[sled::IVec],
+        response: RaftResponse,
+    ) -> Result<(RaftResponse, Vec<RevisionEvents>)> {
+        let EntryWrites {
+            kvs: writes,
+            events,
+            history,
+            leases,
+            attached,
+            detached,
+        } = changes;
+        let mut encoded_leases = Vec::with_capacity(leases.len());
+        for (id, lease) in &leases {
+            encoded_leases.push((lease_key(*id), lease.as_ref().map(encode).transpose()?));
+        }
+        let mut links: Vec<(Vec<u8>, bool)> = detached
+            .iter()
+            .map(|(id, key)| (lease_link_key(*id, key), false))
+            .collect();
+        links.extend(
+            attached
+                .iter()
+                .map(|(id, key)| (lease_link_key(*id, key), true)),
+        );
         let mut encoded_writes = Vec::with_capacity(writes.len());
         for write in &writes {
             match write {
@@ -305,26 +529,57 @@ impl SmShared {
         } else {
             Some(encode(&events)?)
         };
+        let encoded_history = history
+            .iter()
+            .map(|(revision, events)| Ok((revision_key(*revision), encode(events)?)))
+            .collect::<Result<Vec<_>>>()?;
         let encoded_state = encode(&next)?;
-        (&self.kv, &self.events, &self.meta).transaction(|(kv, ev, meta)| {
+        let trees = (
+            &self.kv,
+            &self.events,
+            &self.meta,
+            &self.leases,
+            &self.lease_links,
+        );
+        trees.transaction(|(kv, ev, meta, lease_tree, link_tree)| {
             for (key, value) in &encoded_writes {
                 match value {
                     Some(value) => kv.insert(key.as_slice(), value.as_slice())?,
                     None => kv.remove(key.as_slice())?,
                 };
             }
-            for key in &compacted_events {
+            for key in compacted_events {
                 ev.remove(key)?;
+            }
+            for (key, lease) in &encoded_leases {
+                match lease {
+                    Some(lease) => lease_tree.insert(key, lease.as_slice())?,
+                    None => lease_tree.remove(key)?,
+                };
+            }
+            for (link, attach) in &links {
+                if *attach {
+                    link_tree.insert(link.as_slice(), &[])?;
+                } else {
+                    link_tree.remove(link.as_slice())?;
+                }
             }
             if let Some(encoded) = &encoded_events {
                 ev.insert(&revision_key(next.revision), encoded.as_slice())?;
+            }
+            for (key, encoded) in &encoded_history {
+                ev.insert(key, encoded.as_slice())?;
             }
             meta.insert(STATE_KEY, encoded_state.as_slice())?;
             Ok::<_, ConflictableTransactionError<sled::Error>>(())
         })?;
         let revision = next.revision;
         *state = next;
-        Ok((response, (!events.is_empty()).then_some((revision, events))))
+        let mut published = history;
+        if !events.is_empty() {
+            published.push((revision, events));
+        }
+        Ok((response, published))
     }
 
     fn stored_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>> {
@@ -334,7 +589,33 @@ impl SmShared {
             .transpose()
     }
 
+    /// A consistent copy of the whole state machine (taken under the state lock), encoded as a
+    /// snapshot payload, with the revision and compaction revision it was taken at. Nothing
+    /// is stored: this is what a backup carries (see `crate::backup`).
+    pub(crate) fn backup_payload(&self) -> Result<(i64, i64, Vec<u8>)> {
+        let (payload, _meta) = self.capture()?;
+        Ok((
+            payload.state.revision,
+            payload.state.compact_revision,
+            encode(&payload)?,
+        ))
+    }
+
     fn build_snapshot(&self) -> Result<Snapshot<TypeConfig>> {
+        let (payload, meta) = self.capture()?;
+        let data = encode(&payload)?;
+        self.snapshot
+            .insert(CURRENT_SNAPSHOT_KEY, encode(&(&meta, &data))?)?;
+        self.db.flush()?;
+        tracing::info!(revision = payload.state.revision, snapshot = %meta.snapshot_id, "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+
+    /// The whole state machine content and its snapshot metadata, read under the state lock.
+    fn capture(&self) -> Result<(SnapshotPayload, SnapshotMeta)> {
         let (payload, meta) = {
             let state = self.read_state();
             let kvs = self
@@ -355,6 +636,11 @@ impl SmShared {
                     Ok((revision, decode(&bytes)?))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let leases = self
+                .leases
+                .iter()
+                .map(|item| decode(&item?.1))
+                .collect::<Result<Vec<Lease>>>()?;
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
@@ -372,24 +658,20 @@ impl SmShared {
                     state: state.clone(),
                     kvs,
                     events,
+                    leases,
                 },
                 meta,
             )
         };
-        let data = encode(&payload)?;
-        self.snapshot
-            .insert(CURRENT_SNAPSHOT_KEY, encode(&(&meta, &data))?)?;
-        self.db.flush()?;
-        tracing::info!(revision = payload.state.revision, snapshot = %meta.snapshot_id, "built snapshot");
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok((payload, meta))
     }
 
     /// Replaces the whole state machine with `payload` (synchronously, under the write lock).
     fn restore(&self, meta: &SnapshotMeta, payload: &SnapshotPayload) -> Result<()> {
         let mut state = self.write_state();
+        // Watchers end before their history is replaced under them.
+        self.hub
+            .reset(payload.state.revision, payload.state.compact_revision);
         let mut next = payload.state.clone();
         next.last_applied = meta.last_log_id;
         next.last_membership = meta.last_membership.clone();
@@ -405,11 +687,20 @@ impl SmShared {
             events_batch.insert(&revision_key(*revision), encode(events)?);
         }
         self.events.apply_batch(events_batch)?;
+        self.leases.clear()?;
+        self.lease_links.clear()?;
+        let mut lease_batch = sled::Batch::default();
+        for lease in &payload.leases {
+            lease_batch.insert(&lease_key(lease.id), encode(lease)?);
+        }
+        self.leases.apply_batch(lease_batch)?;
+        let mut link_batch = sled::Batch::default();
+        for kv in payload.kvs.iter().filter(|kv| kv.lease != NO_LEASE) {
+            link_batch.insert(lease_link_key(kv.lease, &kv.key), &[]);
+        }
+        self.lease_links.apply_batch(link_batch)?;
         self.meta.insert(STATE_KEY, encode(&next)?)?;
-        let revision = next.revision;
         *state = next;
-        drop(state);
-        self.hub.reset(revision);
         Ok(())
     }
 
@@ -461,10 +752,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             responses.push(response);
             to_publish.extend(published);
         }
-        self.shared
-            .flush()
-            .await
-            .map_err(|e| StorageError::from(StorageIOError::write_state_machine(&e)))?;
+        // No flush here: the entries are already fsynced in the Raft log (see the module doc).
         for (revision, events) in &to_publish {
             self.shared.hub.publish(*revision, events);
         }
@@ -530,7 +818,7 @@ mod tests {
         };
         Entry {
             log_id: log_id(index),
-            payload: EntryPayload::Normal(RaftRequest { txn }),
+            payload: EntryPayload::Normal(RaftRequest::Txn(txn)),
         }
     }
 
@@ -550,6 +838,84 @@ mod tests {
         };
         let sm = StateMachineStore::open(&db)?;
         Ok((db, sm))
+    }
+
+    fn entry(index: u64, request: RaftRequest) -> Entry {
+        Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(request),
+        }
+    }
+
+    fn leased_put(index: u64, key: &str, lease: LeaseId) -> Entry {
+        let txn = Txn {
+            compares: vec![],
+            success: vec![TxnOp::PutWithLease {
+                key: key.into(),
+                value: b"v".to_vec(),
+                lease,
+            }],
+            failure: vec![],
+        };
+        entry(index, RaftRequest::Txn(txn))
+    }
+
+    #[tokio::test]
+    async fn leases_and_their_keys_travel_in_a_snapshot_and_a_revoke_there_deletes_the_keys(
+    ) -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (_db_a, mut a) = open_sm(&dir, "a")?;
+        let responses = a
+            .apply(vec![
+                entry(1, RaftRequest::LeaseGrant { id: 7, ttl: 30 }),
+                entry(2, RaftRequest::LeaseGrant { id: 7, ttl: 5 }),
+                leased_put(3, "/l/1", 7),
+                leased_put(4, "/l/2", 7),
+                leased_put(5, "/l/3", 99),
+                put_entry(6, "/l/2", "detached"),
+            ])
+            .await?;
+        assert_eq!(responses[0], RaftResponse::LeaseGranted { id: 7, ttl: 30 });
+        assert_eq!(
+            responses[1],
+            RaftResponse::Refused(Refusal::LeaseExists { lease: 7 })
+        );
+        assert_eq!(
+            responses[4],
+            RaftResponse::Refused(Refusal::LeaseNotFound { lease: 99 })
+        );
+        // Grants and refusals take no revision: two leased puts and one plain put.
+        assert_eq!(a.shared.revision(), 4);
+        assert_eq!(a.shared.lease_keys(7)?, vec![b"/l/1".to_vec()]);
+        let snapshot = a.build_snapshot().await?;
+
+        let (_db_b, mut b) = open_sm(&dir, "b")?;
+        b.install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await?;
+        assert_eq!(b.shared.leases()?, vec![Lease { id: 7, ttl: 30 }]);
+        assert_eq!(b.shared.lease_keys(7)?, vec![b"/l/1".to_vec()]);
+        assert_eq!(b.shared.get(b"/l/1")?.map(|kv| kv.lease), Some(7));
+        let mut watch = b.shared.watch(b"/l/".to_vec(), 0)?;
+        let revoked = b
+            .apply(vec![
+                entry(7, RaftRequest::LeaseRevoke { id: 7 }),
+                entry(8, RaftRequest::LeaseRevoke { id: 7 }),
+            ])
+            .await?;
+        assert_eq!(revoked[0], RaftResponse::LeaseRevoked { revision: 5 });
+        assert_eq!(
+            revoked[1],
+            RaftResponse::Refused(Refusal::LeaseNotFound { lease: 7 })
+        );
+        let event = watch.next().await.transpose()?;
+        assert_eq!(
+            event.map(|e| (e.kind, e.kv.key, e.kv.mod_revision)),
+            Some((crate::model::EventKind::Delete, b"/l/1".to_vec(), 5))
+        );
+        assert!(b.shared.get(b"/l/1")?.is_none());
+        assert!(b.shared.get(b"/l/2")?.is_some());
+        assert!(b.shared.leases()?.is_empty() && b.shared.lease_keys(7)?.is_empty());
+        Ok(())
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ fn fast() -> RaftTuning {
     }
 }
 
-/// A cluster of members `1..=n`; member `i` lives at `stores[i - 1]` while running.
+/// A cluster of `n` members; member `configs[i].node_id` lives at `stores[i]` while running.
 struct Cluster {
     _root: tempfile::TempDir,
     configs: Vec<ClusterConfig>,
@@ -71,11 +71,23 @@ impl Cluster {
         })
     }
 
+    /// The members' ids (derived from their peer URLs), in start order.
+    fn ids(&self) -> Vec<NodeId> {
+        self.configs.iter().map(|c| c.node_id).collect()
+    }
+
+    fn index(&self, id: NodeId) -> anyhow::Result<usize> {
+        self.configs
+            .iter()
+            .position(|c| c.node_id == id)
+            .with_context(|| format!("no member {id:x}"))
+    }
+
     fn store(&self, id: NodeId) -> anyhow::Result<&Store> {
         self.stores
-            .get(usize::try_from(id)? - 1)
+            .get(self.index(id)?)
             .and_then(Option::as_ref)
-            .with_context(|| format!("member {id} is not running"))
+            .with_context(|| format!("member {id:x} is not running"))
     }
 
     fn running(&self) -> impl Iterator<Item = &Store> {
@@ -109,7 +121,8 @@ impl Cluster {
     }
 
     async fn stop(&mut self, id: NodeId) -> anyhow::Result<()> {
-        let store = self.stores[usize::try_from(id)? - 1]
+        let i = self.index(id)?;
+        let store = self.stores[i]
             .take()
             .with_context(|| format!("member {id} is not running"))?;
         store.shutdown().await?;
@@ -117,9 +130,10 @@ impl Cluster {
     }
 
     async fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
-        let cfg = self.configs[usize::try_from(id)? - 1].clone();
+        let i = self.index(id)?;
+        let cfg = self.configs[i].clone();
         let store = tokio::time::timeout(WAIT, Store::open_cluster(cfg)).await??;
-        self.stores[usize::try_from(id)? - 1] = Some(store);
+        self.stores[i] = Some(store);
         Ok(())
     }
 
@@ -185,7 +199,9 @@ async fn three_members_elect_a_leader_and_a_put_through_a_follower_is_readable_e
     assert_eq!(status.leader, Some(leader));
     assert!(status.term >= 1);
     let ids: Vec<_> = status.members.iter().map(|m| (m.id, m.voter)).collect();
-    assert_eq!(ids, vec![(1, true), (2, true), (3, true)]);
+    let mut expected: Vec<_> = cluster.ids().into_iter().map(|id| (id, true)).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
     assert!(status
         .members
         .iter()
@@ -223,6 +239,87 @@ async fn three_members_elect_a_leader_and_a_put_through_a_follower_is_readable_e
         value(cluster.store(leader)?, "/k", ReadConsistency::Linearizable).await?,
         None
     );
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_through_a_follower_are_each_answered_on_their_own() -> anyhow::Result<()>
+{
+    use raftstore::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
+    const PUTS: usize = 40;
+    let cluster = Cluster::start(3, fast()).await?;
+    let leader = cluster.leader().await?;
+    let follower = cluster.store(cluster.follower().await?)?.clone();
+    let start = follower.revision();
+    // Puts, failing compare-and-swaps and puts naming a missing lease, all at once: they travel
+    // to the leader in shared forwarded calls, and each must get its own answer.
+    let mut puts = Vec::new();
+    for i in 0..PUTS {
+        let store = follower.clone();
+        puts.push(tokio::spawn(async move {
+            store
+                .put(
+                    format!("/f/{i:02}").into_bytes(),
+                    format!("v{i}").into_bytes(),
+                )
+                .await
+        }));
+    }
+    let mut swaps = Vec::new();
+    for i in 0..5 {
+        let store = follower.clone();
+        swaps.push(tokio::spawn(async move {
+            store
+                .txn(Txn {
+                    compares: vec![Compare {
+                        key: format!("/absent/{i}").into_bytes(),
+                        target: CompareTarget::Version(3),
+                        op: CompareOp::Equal,
+                    }],
+                    success: vec![TxnOp::Delete {
+                        key: b"/f/00".to_vec(),
+                    }],
+                    failure: vec![],
+                })
+                .await
+        }));
+    }
+    let mut leased = Vec::new();
+    for i in 0..5 {
+        let store = follower.clone();
+        leased.push(tokio::spawn(async move {
+            store
+                .put_with_lease(format!("/l/{i}").into_bytes(), b"x".to_vec(), 4242)
+                .await
+        }));
+    }
+    let mut revisions = Vec::new();
+    for put in puts {
+        revisions.push(put.await??.revision);
+    }
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(revisions.len(), PUTS, "every put has a revision of its own");
+    for swap in swaps {
+        assert!(!swap.await??.succeeded, "the compare cannot hold");
+    }
+    for put in leased {
+        let refused = put.await?;
+        assert!(
+            matches!(
+                refused,
+                Err(raftstore::Error::LeaseNotFound { lease: 4242 })
+            ),
+            "{refused:?}"
+        );
+    }
+    let leader = cluster.store(leader)?;
+    for i in 0..PUTS {
+        let got = value(leader, &format!("/f/{i:02}"), ReadConsistency::Linearizable).await?;
+        assert_eq!(got, Some(format!("v{i}")));
+    }
+    // Only the puts created revisions.
+    assert_eq!(leader.revision(), start + PUTS as i64);
     cluster.shutdown().await
 }
 
@@ -383,16 +480,23 @@ async fn a_late_learner_gets_a_snapshot_becomes_a_voter_and_a_member_can_be_remo
     assert_eq!(range.kvs.len(), 60);
     assert!(n4.members().members.iter().any(|m| m.id == 4 && !m.voter));
 
-    cluster.store(leader)?.promote(4).await?;
+    // Refused (as in etcd) until the leader has seen the learner catch up.
+    let deadline = Instant::now() + WAIT;
+    while let Err(e) = cluster.store(leader)?.promote(4).await {
+        if Instant::now() > deadline {
+            return Err(e.into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let voters = |s: &Store| -> Vec<NodeId> {
         let members = s.members().members;
         members.iter().filter(|m| m.voter).map(|m| m.id).collect()
     };
+    let mut all = cluster.ids();
+    all.push(4);
+    all.sort_unstable();
     eventually("member 4 is listed as a voter everywhere", || {
-        cluster
-            .running()
-            .chain([&n4])
-            .all(|s| voters(s) == vec![1, 2, 3, 4])
+        cluster.running().chain([&n4]).all(|s| voters(s) == all)
     })
     .await?;
     // The new voter serves linearizable reads and forwarded writes.
@@ -401,7 +505,8 @@ async fn a_late_learner_gets_a_snapshot_becomes_a_voter_and_a_member_can_be_remo
 
     // Remove a follower that is not the leader; the rest keep working without it.
     let leader = cluster.leader().await?;
-    let gone = [1, 2, 3]
+    let gone = cluster
+        .ids()
         .into_iter()
         .find(|id| *id != leader)
         .context("no follower")?;

@@ -74,6 +74,7 @@ impl Single {
         let cfg = EtcdServerConfig {
             member_names: HashMap::from([(1, "solo".to_string())]),
             client_urls: HashMap::from([(1, vec![endpoint.clone()])]),
+            ..Default::default()
         };
         let server = EtcdServer::start(store.clone(), cfg, listener)?;
         Ok(Single {
@@ -282,18 +283,13 @@ async fn etcdctl_against_a_three_member_cluster() -> anyhow::Result<()> {
         .map(|(i, u)| format!("n{}={u}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
-    let cfg = EtcdServerConfig {
-        member_names: (1..=3).map(|i| (i, format!("n{i}"))).collect(),
-        client_urls: client_urls
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (i as u64 + 1, vec![u.clone()]))
-            .collect(),
-    };
+    // Names and client URLs are published by the members themselves.
+    let cfg = EtcdServerConfig::default();
     let mut stores = Vec::new();
     for (i, (peer, url)) in peers.into_iter().zip(&peer_urls).enumerate() {
         let name = format!("n{}", i + 1);
-        let mut c = ClusterConfig::new(&name, root.path().join(&name), url, &spec)?;
+        let mut c = ClusterConfig::new(&name, root.path().join(&name), url, &spec)?
+            .with_client_urls(&client_urls[i..=i])?;
         c.tuning = RaftTuning {
             heartbeat: Duration::from_millis(50),
             election_timeout_min: Duration::from_millis(300),
@@ -307,13 +303,19 @@ async fn etcdctl_against_a_three_member_cluster() -> anyhow::Result<()> {
         servers.push(EtcdServer::start(store.clone(), cfg.clone(), listener)?);
     }
     let leader = stores[0].wait_for_leader(WAIT).await?;
-    let follower = (1..=3u64).find(|id| *id != leader).context("a follower")?;
-    let at = |id: u64| client_urls[usize::try_from(id - 1).unwrap_or(0)].clone();
+    // Member ids are derived from peer URLs.
+    let ids: Vec<u64> = stores.iter().map(Store::node_id).collect();
+    let follower = ids
+        .iter()
+        .copied()
+        .find(|id| *id != leader)
+        .context("a follower")?;
+    let at = |id: u64| client_urls[ids.iter().position(|i| *i == id).unwrap_or(0)].clone();
 
     // A write through a follower is forwarded; a read on another member sees it.
     ok(&at(follower), &["put", "/c/k", "v1"]).await?;
     ok(&at(leader), &["put", "/c/k", "v2"]).await?;
-    for id in 1..=3 {
+    for id in ids.iter().copied() {
         assert_eq!(
             ok(&at(id), &["get", "/c/k", "--print-value-only"]).await?,
             "v2\n"

@@ -269,6 +269,121 @@ pub fn table(
                 ]);
             }
         }
+        api::Kind::Lease => {
+            rows.push(with_ns(
+                vec!["NAME".into(), "HOLDER".into(), "AGE".into()],
+                "NAMESPACE",
+            ));
+            for o in objects {
+                let Some(lease) = o.as_typed::<v1::Lease>() else {
+                    continue;
+                };
+                let meta = o.metadata();
+                let holder = lease
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.clone())
+                    .unwrap_or_default();
+                rows.push(with_ns(
+                    vec![
+                        meta.name.clone(),
+                        holder,
+                        age(&meta.creation_timestamp, now),
+                    ],
+                    &meta.namespace,
+                ));
+            }
+        }
+        api::Kind::Job => {
+            rows.push(with_ns(
+                ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+                    .map(String::from)
+                    .to_vec(),
+                "NAMESPACE",
+            ));
+            for o in objects {
+                let Some(job) = o.as_typed::<v1::Job>() else {
+                    continue;
+                };
+                let meta = o.metadata();
+                let spec = job.spec.clone().unwrap_or_default();
+                let st = job.status.clone().unwrap_or_default();
+                let has = |t: &str| {
+                    st.conditions
+                        .iter()
+                        .any(|c| c.r#type == t && c.status == "True")
+                };
+                let status = ["Complete", "Failed", "Suspended"]
+                    .into_iter()
+                    .find(|t| has(t))
+                    .unwrap_or("Running");
+                let completions = match (spec.completions, spec.parallelism.unwrap_or(1)) {
+                    (Some(c), _) => format!("{}/{c}", st.succeeded),
+                    (None, p) if p > 1 => format!("{}/1 of {p}", st.succeeded),
+                    (None, _) => format!("{}/1", st.succeeded),
+                };
+                let duration = match DateTime::parse_from_rfc3339(&st.start_time) {
+                    Ok(start) => {
+                        let end = DateTime::parse_from_rfc3339(&st.completion_time)
+                            .map(|t| t.with_timezone(&Utc))
+                            .unwrap_or(now);
+                        age(&start.to_rfc3339(), end)
+                    }
+                    Err(_) => String::new(),
+                };
+                rows.push(with_ns(
+                    vec![
+                        meta.name.clone(),
+                        status.into(),
+                        completions,
+                        duration,
+                        age(&meta.creation_timestamp, now),
+                    ],
+                    &meta.namespace,
+                ));
+            }
+        }
+        api::Kind::CronJob => {
+            rows.push(with_ns(
+                [
+                    "NAME",
+                    "SCHEDULE",
+                    "TIMEZONE",
+                    "SUSPEND",
+                    "ACTIVE",
+                    "LAST SCHEDULE",
+                    "AGE",
+                ]
+                .map(String::from)
+                .to_vec(),
+                "NAMESPACE",
+            ));
+            for o in objects {
+                let Some(cj) = o.as_typed::<v1::CronJob>() else {
+                    continue;
+                };
+                let meta = o.metadata();
+                let spec = cj.spec.clone().unwrap_or_default();
+                let st = cj.status.clone().unwrap_or_default();
+                let last = if st.last_schedule_time.is_empty() {
+                    "<none>".into()
+                } else {
+                    age(&st.last_schedule_time, now)
+                };
+                rows.push(with_ns(
+                    vec![
+                        meta.name.clone(),
+                        spec.schedule,
+                        spec.time_zone.unwrap_or_else(|| "<none>".into()),
+                        spec.suspend.unwrap_or(false).to_string(),
+                        st.active.len().to_string(),
+                        last,
+                        age(&meta.creation_timestamp, now),
+                    ],
+                    &meta.namespace,
+                ));
+            }
+        }
         // Kinds without a table of their own yet: name and age.
         _ => {
             rows.push(with_ns(vec!["NAME".into(), "AGE".into()], "NAMESPACE"));
@@ -298,5 +413,64 @@ mod tests {
         assert_eq!(age("2026-01-01T12:00:00Z", now), "12h");
         assert_eq!(age("2025-12-28T00:00:00Z", now), "5d");
         assert_eq!(age("nonsense", now), "<unknown>");
+    }
+
+    #[test]
+    fn job_and_cronjob_tables_have_kubectls_columns() {
+        let job = v1::Job {
+            metadata: Some(v1::ObjectMeta {
+                name: "pi".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::JobSpec {
+                completions: Some(5),
+                ..Default::default()
+            }),
+            status: Some(v1::JobStatus {
+                succeeded: 5,
+                start_time: "2026-01-01T00:00:00Z".into(),
+                completion_time: "2026-01-01T00:00:42Z".into(),
+                conditions: vec![v1::JobCondition {
+                    r#type: "Complete".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        };
+        let rows = table(api::Kind::Job, &[Object::from(job)], false, false);
+        assert_eq!(
+            rows[0],
+            ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+        );
+        assert_eq!(rows[1][..4], ["pi", "Complete", "5/5", "42s"]);
+        let cj = v1::CronJob {
+            metadata: Some(v1::ObjectMeta {
+                name: "tick".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::CronJobSpec {
+                schedule: "*/1 * * * *".into(),
+                suspend: Some(false),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let rows = table(api::Kind::CronJob, &[Object::from(cj)], false, false);
+        assert_eq!(
+            rows[0][..6],
+            [
+                "NAME",
+                "SCHEDULE",
+                "TIMEZONE",
+                "SUSPEND",
+                "ACTIVE",
+                "LAST SCHEDULE"
+            ]
+        );
+        assert_eq!(
+            rows[1][..6],
+            ["tick", "*/1 * * * *", "<none>", "false", "0", "<none>"]
+        );
     }
 }

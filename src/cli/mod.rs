@@ -9,6 +9,7 @@ mod image;
 mod logs;
 mod server;
 mod store;
+mod store_snapshot;
 mod workloads;
 
 use clap::{Parser, Subcommand};
@@ -36,8 +37,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Run a node agent that joins the server given by --server.
     Agent(server::AgentArgs),
-    /// Run one member of a Raft store cluster in the foreground.
-    Store(store::StoreArgs),
+    /// Run one member of a Raft store cluster in the foreground (`store snapshot`: backups).
+    Store(store_snapshot::StoreCommand),
     /// Set the replicas of a Deployment, ReplicaSet or StatefulSet.
     Scale(workloads::ScaleArgs),
     /// Manage rollouts.
@@ -76,7 +77,7 @@ pub fn main() -> i32 {
         match cli.command {
             Command::Server(a) => server::run(a).await,
             Command::Agent(a) => server::run_agent(&cli.server, a).await,
-            Command::Store(a) => store::run(a).await,
+            Command::Store(a) => store_snapshot::run(a).await,
             Command::Scale(a) => workloads::scale(&cli.server, a).await,
             Command::Rollout(c) => workloads::rollout(&cli.server, c).await,
             Command::Apply(a) => apply::run(&cli.server, a).await,

@@ -1,8 +1,10 @@
-//! `capstan server` (one node with embedded defaults, or a control-plane-only server) and
-//! `capstan agent` (a node that joins a server).
+//! `capstan server` (one node with embedded defaults, a control-plane-only server, or one of
+//! several servers sharing a store cluster, with leader election) and `capstan agent` (a node
+//! that joins the servers).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -100,6 +102,95 @@ pub struct ServerArgs {
     /// The Service CIDR ClusterIPs are allocated from.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: net::Ipv4Net,
+    /// This server's name: its store member in --initial-cluster and its identity in the
+    /// leader election (default: the node name).
+    #[arg(long)]
+    name: Option<String>,
+    /// The store members of all control-plane servers as name=peer-url pairs
+    /// (n1=http://10.0.0.1:2380,n2=...). Without it the server embeds a one-member store.
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// Where this server's store peer service listens (default: its URL in --initial-cluster).
+    #[arg(long, requires = "initial_cluster")]
+    listen_peer_url: Option<String>,
+    /// `new` forms a cluster from --initial-cluster; `existing` waits to be added to a running
+    /// cluster.
+    #[arg(long, default_value = "new", value_parser = ["new", "existing"], requires = "initial_cluster")]
+    initial_cluster_state: String,
+    /// How long the leader's lease lasts unrenewed; a standby server takes over after it
+    /// expires (e.g. 15s, 3s, 1500ms).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops its controllers (default:
+    /// 2/3 of the lease duration; must be shorter than it).
+    #[arg(long, value_parser = parse_duration)]
+    leader_elect_renew_deadline: Option<Duration>,
+    /// How often the lease is read and renewed (default: 2/15 of the lease duration).
+    #[arg(long, value_parser = parse_duration)]
+    leader_elect_retry_period: Option<Duration>,
+}
+
+impl ServerArgs {
+    /// The store settings these flags describe.
+    fn store(&self, name: &str) -> anyhow::Result<actors::server::StoreSettings> {
+        let Some(spec) = self.initial_cluster.clone() else {
+            return Ok(actors::server::StoreSettings::Single);
+        };
+        let members = raftstore::parse_initial_cluster(&spec).context("--initial-cluster")?;
+        let listed = members
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.peer_url.clone());
+        let listen_peer_url = match (&self.listen_peer_url, listed) {
+            (Some(url), _) => url.clone(),
+            (None, Some(url)) => url,
+            (None, None) => anyhow::bail!(
+                "--name {name} is not listed in --initial-cluster {spec}; give --name (or \
+                 --node-name) as listed there"
+            ),
+        };
+        let state = if self.initial_cluster_state == "existing" {
+            raftstore::InitialClusterState::Existing
+        } else {
+            raftstore::InitialClusterState::New
+        };
+        Ok(actors::server::StoreSettings::Cluster {
+            name: name.to_string(),
+            listen_peer_url,
+            initial_cluster: spec,
+            state,
+        })
+    }
+
+    /// The leader-election timing these flags describe.
+    fn election(&self) -> anyhow::Result<actors::election::ElectionConfig> {
+        actors::election::ElectionConfig::new(
+            self.leader_elect_lease_duration,
+            self.leader_elect_renew_deadline,
+            self.leader_elect_retry_period,
+        )
+        .context("--leader-elect-lease-duration, --leader-elect-renew-deadline, --leader-elect-retry-period")
+    }
+}
+
+/// Parses `15s`, `1500ms`, `2m`, `1h` or `2.5s`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("{s:?}: needs a unit: ms, s, m or h (e.g. 15s)"))?;
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: {number:?} is not a number"))?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// Flags of `capstan agent`.
@@ -174,8 +265,19 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     init_logs(&a.node.log)?;
     let cluster_cidr = net::ClusterCidr::new(a.node.cluster_cidr, 24)
         .map_err(|e| anyhow::anyhow!("--cluster-cidr {}: {e}", a.node.cluster_cidr))?;
+    let election = a.election()?;
+    let identity = a
+        .name
+        .clone()
+        .or_else(|| a.node.node_name.clone())
+        .unwrap_or_else(default_node_name);
+    let store = a.store(&identity)?;
+    let node = a.node.settings()?;
     let cfg = actors::server::ServerConfig {
-        node: a.node.settings()?,
+        node,
+        store,
+        identity,
+        election,
         listen: a.listen,
         cluster_cidr,
         service_cidr: a.service_cidr,
@@ -199,12 +301,20 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a node agent that joins `server`, in the foreground until SIGINT or SIGTERM.
+/// Runs a node agent that joins `server` (one URL, or several separated by commas to fail over
+/// between), in the foreground until SIGINT or SIGTERM.
 pub async fn run_agent(server: &str, a: AgentArgs) -> anyhow::Result<()> {
     init_logs(&a.node.log)?;
+    let server_urls: Vec<String> = server
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect();
+    actors::failover::parse_server_urls(server).context("--server")?;
     let cfg = actors::server::AgentConfig {
         node: a.node.settings()?,
-        server_url: server.to_string(),
+        server_urls,
         listen: a.listen,
     };
     let node = cfg.node.node_name.clone();
@@ -215,4 +325,20 @@ pub async fn run_agent(server: &str, a: AgentArgs) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_kubernetes_style_units() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["15", "s", "15x", "1.2.3s", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+    }
 }

@@ -9,7 +9,10 @@ pub mod network;
 pub mod node;
 pub mod plan;
 pub mod pod_worker;
+pub mod probe;
+pub mod prober;
 pub mod proxy;
+pub mod service_env;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

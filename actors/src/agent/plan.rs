@@ -1,12 +1,15 @@
 //! The node agent's decisions for one pod, as pure functions of the pod spec and the containers
 //! the runtime reports: which container to start (restart policy and crash back-off) and what
-//! the pod's status is (phase, conditions, container states). No I/O; time is passed in.
+//! the pod's status is (phase, conditions, container states, and `ready`/`started` as the
+//! probes have them). No I/O; time is passed in.
 
 use std::collections::HashMap;
 
 use api::v1;
 use chrono::{DateTime, Duration, Utc};
 use runtime::{ContainerState, ContainerStatus};
+
+use super::probe::ContainerHealth;
 
 /// First crash back-off; doubles per restart.
 pub const BACKOFF_BASE: Duration = Duration::seconds(10);
@@ -175,11 +178,14 @@ struct Tally {
 }
 
 /// Computes the pod's status from its containers. `previous` is the status in the API (its
-/// start time and conditions' transition times are kept).
+/// start time and conditions' transition times are kept). `health` holds the probes' view of
+/// running containers by name; a running container missing from it gets
+/// [`ContainerHealth::initial`] (not ready while it has a readiness or startup probe).
 pub fn pod_status(
     pod: &v1::Pod,
     records: &[ContainerStatus],
     start_failures: &HashMap<String, StartFailure>,
+    health: &HashMap<String, ContainerHealth>,
     host_ip: &str,
     now: DateTime<Utc>,
 ) -> v1::PodStatus {
@@ -188,6 +194,7 @@ pub fn pod_status(
     let now_s = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut tally = Tally::default();
     let mut statuses = Vec::new();
+    let mut unready: Vec<(String, Option<String>)> = Vec::new();
     for c in &spec.containers {
         let tries = attempts(records, &c.name);
         let mut st = v1::ContainerStatus {
@@ -219,8 +226,15 @@ pub fn pod_status(
                 match (&latest.state, terminated(latest)) {
                     (ContainerState::Running { started_at, .. }, _) => {
                         tally.running += 1;
-                        st.ready = true;
-                        st.started = true;
+                        let h = health
+                            .get(&c.name)
+                            .cloned()
+                            .unwrap_or_else(|| ContainerHealth::initial(c));
+                        st.ready = h.ready;
+                        st.started = h.started;
+                        if !h.ready {
+                            unready.push((c.name.clone(), h.message));
+                        }
                         state.running = Some(v1::ContainerStateRunning {
                             started_at: started_at.clone(),
                         });
@@ -287,14 +301,31 @@ pub fn pod_status(
         (false, "Succeeded" | "Failed") => ("False", "PodCompleted"),
         (false, _) => ("False", "ContainersNotReady"),
     };
+    let message = unready_message(&unready, reason);
     crate::apiserver::registry::set_pod_condition(&mut status, "Initialized", "True", &now_s);
     for cond in ["ContainersReady", "Ready"] {
         crate::apiserver::registry::set_pod_condition(&mut status, cond, ready, &now_s);
         if let Some(c) = status.conditions.iter_mut().find(|c| c.r#type == cond) {
             c.reason = reason.to_string();
+            c.message = message.clone();
         }
     }
     status
+}
+
+/// Kubelet's `containers with unready status: [a b]`, followed by what the probes said.
+fn unready_message(unready: &[(String, Option<String>)], reason: &str) -> String {
+    if reason != "ContainersNotReady" || unready.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = unready.iter().map(|(n, _)| n.as_str()).collect();
+    let mut msg = format!("containers with unready status: [{}]", names.join(" "));
+    for (name, why) in unready {
+        if let Some(why) = why {
+            msg.push_str(&format!("; {name}: {why}"));
+        }
+    }
+    msg
 }
 
 fn pod_name(pod: &v1::Pod) -> String {
@@ -508,6 +539,7 @@ mod tests {
             &pod(spec("Never", &["a"]), "Pending"),
             &[],
             &none,
+            &HashMap::new(),
             "127.0.0.1",
             now,
         );
@@ -524,6 +556,7 @@ mod tests {
             &pod(spec("Never", &["a"]), "Pending"),
             &[run],
             &none,
+            &HashMap::new(),
             "127.0.0.1",
             now,
         );
@@ -541,6 +574,7 @@ mod tests {
             &pod(spec("Never", &["a"]), "Running"),
             std::slice::from_ref(&done),
             &none,
+            &HashMap::new(),
             "",
             now,
         );
@@ -562,6 +596,7 @@ mod tests {
             &pod(spec("Never", &["a"]), "Running"),
             std::slice::from_ref(&failed),
             &none,
+            &HashMap::new(),
             "",
             now,
         );
@@ -570,6 +605,7 @@ mod tests {
             &pod(spec("Always", &["a"]), "Running"),
             &[failed],
             &none,
+            &HashMap::new(),
             "",
             now,
         );
@@ -586,6 +622,7 @@ mod tests {
             &pod(spec("Always", &["a"]), "Succeeded"),
             &[],
             &none,
+            &HashMap::new(),
             "",
             now,
         );
@@ -605,6 +642,7 @@ mod tests {
             &pod(spec("Always", &["a"]), "Pending"),
             &[],
             &failures,
+            &HashMap::new(),
             "",
             at("2026-01-01T00:00:00Z"),
         );
@@ -617,5 +655,76 @@ mod tests {
             Some("ErrImageNeverPull".to_string())
         );
         assert_eq!(s.phase, "Pending");
+    }
+
+    #[test]
+    fn a_running_container_with_a_readiness_probe_is_not_ready_until_the_probe_says_so() {
+        let mut sp = spec("Always", &["a"]);
+        sp.containers[0].readiness_probe = Some(v1::Probe::default());
+        let run = rec(
+            "a",
+            0,
+            ContainerState::Running {
+                pid: 9,
+                started_at: "2026-01-01T00:00:00Z".into(),
+            },
+        );
+        let now = at("2026-01-01T00:00:05Z");
+        let none = HashMap::new();
+        let ready_of = |s: &v1::PodStatus| {
+            let c = s.conditions.iter().find(|c| c.r#type == "Ready").cloned();
+            (
+                s.container_statuses[0].ready,
+                c.map(|c| (c.status, c.message)),
+            )
+        };
+        let s = pod_status(
+            &pod(sp.clone(), "Pending"),
+            std::slice::from_ref(&run),
+            &none,
+            &HashMap::new(),
+            "",
+            now,
+        );
+        assert_eq!(
+            ready_of(&s),
+            (
+                false,
+                Some(("False".into(), "containers with unready status: [a]".into()))
+            )
+        );
+        let failing = HashMap::from([(
+            "a".to_string(),
+            ContainerHealth {
+                started: true,
+                ready: false,
+                message: Some(
+                    "Readiness probe failed: HTTP probe failed with statuscode: 404".into(),
+                ),
+            },
+        )]);
+        let s = pod_status(
+            &pod(sp.clone(), "Running"),
+            std::slice::from_ref(&run),
+            &none,
+            &failing,
+            "",
+            now,
+        );
+        assert_eq!(
+            ready_of(&s).1.map(|c| c.1),
+            Some("containers with unready status: [a]; a: Readiness probe failed: HTTP probe failed with statuscode: 404".into())
+        );
+        let ok = HashMap::from([(
+            "a".to_string(),
+            ContainerHealth {
+                started: true,
+                ready: true,
+                message: None,
+            },
+        )]);
+        let s = pod_status(&pod(sp, "Running"), &[run], &none, &ok, "", now);
+        assert_eq!(ready_of(&s), (true, Some(("True".into(), String::new()))));
+        assert!(s.container_statuses[0].started);
     }
 }

@@ -2,9 +2,18 @@
 //! API and the pod's containers from the runtime (never its own memory), plans with
 //! [`super::plan`], starts what is missing, and reports the status. Because the truth is re-read,
 //! a restarted worker adopts running containers instead of starting second copies.
+//!
+//! Probes run off the handler: each due probe is a spawned task whose outcome comes back as
+//! [`PodWorkerMsg::ProbeResult`]; the worker only feeds outcomes to the pure
+//! [`super::probe`] state machine, reports `ready`/`started` on change, and hands a container
+//! that failed its liveness or startup probe to a spawned stop, after which the usual restart
+//! policy and crash back-off of [`super::plan`] apply. Probe state is per container attempt and
+//! in memory only: a restarted worker starts it afresh (not ready until the first success), as
+//! a restarted kubelet does.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use api::client::ClientError;
 use api::v1::{self, Object};
@@ -14,6 +23,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::context::{blocking, container_id, netns_name, AgentContext};
 use super::images;
 use super::plan::{self, ContainerAction, StartFailure};
+use super::probe::{ContainerProber, ProbeKind, ProbeOutcome, Restart};
+use super::prober::{self, ProbeTarget};
+use super::service_env;
 use crate::error::{Error, Result};
 
 /// How often a worker re-syncs without a trigger.
@@ -33,6 +45,26 @@ pub fn worker_name(namespace: &str, name: &str) -> String {
 pub enum PodWorkerMsg {
     /// Re-read the pod and its containers and converge. May be dropped (the timer resends it).
     Sync,
+    /// Start the probes that are due. May be dropped (every sync schedules the next one).
+    ProbeTick,
+    /// The outcome of one probe run. Should be delivered; a lost one only delays the probe by
+    /// its timeout plus a period.
+    ProbeResult {
+        /// Container name.
+        container: String,
+        /// Runtime id of the attempt that was probed (results for an older attempt are dropped).
+        container_id: String,
+        /// Which probe ran.
+        kind: ProbeKind,
+        /// What it found.
+        outcome: ProbeOutcome,
+    },
+    /// A container stopped for a failed liveness or startup probe has exited. Must be
+    /// delivered (until then the attempt is not stopped a second time).
+    Killed {
+        /// Runtime id of the stopped attempt.
+        container_id: String,
+    },
 }
 
 /// The pod worker actor.
@@ -59,6 +91,21 @@ pub struct PodWorkerState {
     start_failures: HashMap<String, StartFailure>,
     pull_failures: HashMap<String, Option<images::PullFailures>>,
     pod_ip: Option<std::net::Ipv4Addr>,
+    /// Probes of running containers that have any, by container name.
+    probes: HashMap<String, ProbeSlot>,
+    /// When the next [`PodWorkerMsg::ProbeTick`] is due, if one is scheduled.
+    probe_tick: Option<Instant>,
+    /// Attempts being stopped for a failed probe.
+    killing: HashSet<String>,
+}
+
+/// The probes of one running container attempt, and what running them needs.
+#[derive(Debug)]
+struct ProbeSlot {
+    prober: ContainerProber,
+    container: v1::Container,
+    /// Grace of a stop for a failed probe: the probe's, else the pod's.
+    pod_grace: Duration,
 }
 
 impl Actor for PodWorker {
@@ -78,6 +125,9 @@ impl Actor for PodWorker {
             start_failures: HashMap::new(),
             pull_failures: HashMap::new(),
             pod_ip: None,
+            probes: HashMap::new(),
+            probe_tick: None,
+            killing: HashSet::new(),
         })
     }
 
@@ -89,13 +139,30 @@ impl Actor for PodWorker {
     ) -> std::result::Result<(), ActorProcessingErr> {
         match msg {
             PodWorkerMsg::Sync => match sync(state).await {
-                Ok(Outcome::Continue) => {}
+                Ok(Outcome::Continue) => dispatch_probes(&myself, state),
                 Ok(Outcome::Done) => myself.stop(Some(DONE.into())),
                 Err(e) => {
                     let a = &state.args;
                     tracing::warn!(namespace = %a.namespace, pod = %a.name, error = %e, "pod sync failed; will retry");
                 }
             },
+            PodWorkerMsg::ProbeTick => {
+                state.probe_tick = None;
+                dispatch_probes(&myself, state);
+            }
+            PodWorkerMsg::ProbeResult {
+                container,
+                container_id,
+                kind,
+                outcome,
+            } => {
+                probe_result(&myself, state, &container, &container_id, kind, &outcome);
+                dispatch_probes(&myself, state);
+            }
+            PodWorkerMsg::Killed { container_id } => {
+                state.killing.remove(&container_id);
+                myself.send_message(PodWorkerMsg::Sync)?;
+            }
         }
         Ok(())
     }
@@ -160,6 +227,8 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
         }
     };
     let records = pod_records(&a).await?;
+    // Listed at most once per sync, and only when a container starts.
+    let mut links: Option<Vec<(String, String)>> = None;
     for action in plan::plan(&spec, &records, chrono::Utc::now()) {
         match action {
             ContainerAction::Start { name, attempt } => {
@@ -172,7 +241,11 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                     state.start_failures.insert(name, f);
                     continue;
                 }
-                let cspec = container_spec(&a, &pod, c, attempt, netns.clone());
+                let links = match &links {
+                    Some(links) => links.clone(),
+                    None => links.insert(service_variables(&a, &spec).await?).clone(),
+                };
+                let cspec = container_spec(&a, &pod, c, attempt, netns.clone(), links);
                 let limits = images::resources(c);
                 let rt = a.ctx.runtime.clone();
                 match blocking(move || Ok(rt.start_container_with(&cspec, &limits)?)).await {
@@ -193,10 +266,17 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
         }
     }
     let records = pod_records(&a).await?;
+    track_probes(state, &spec, &records);
+    let health = state
+        .probes
+        .iter()
+        .map(|(name, slot)| (name.clone(), slot.prober.health()))
+        .collect();
     let mut status = plan::pod_status(
         &pod,
         &records,
         &state.start_failures,
+        &health,
         &a.ctx.host_ip,
         chrono::Utc::now(),
     );
@@ -218,6 +298,156 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Continue)
+}
+
+/// Keeps one prober per running container attempt that has probes: a new attempt gets a fresh
+/// one, a container that is not running has none.
+fn track_probes(
+    state: &mut PodWorkerState,
+    spec: &v1::PodSpec,
+    records: &[runtime::ContainerStatus],
+) {
+    let (now, wall) = (Instant::now(), chrono::Utc::now());
+    let pod_grace =
+        Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+    let mut running = HashSet::new();
+    for c in &spec.containers {
+        if c.startup_probe.is_none() && c.liveness_probe.is_none() && c.readiness_probe.is_none() {
+            continue;
+        }
+        let latest = records
+            .iter()
+            .filter(|r| r.container_name == c.name)
+            .max_by_key(|r| r.attempt);
+        let Some((id, started_at)) = latest.and_then(|r| match &r.state {
+            runtime::ContainerState::Running { started_at, .. } => Some((&r.id, started_at)),
+            _ => None,
+        }) else {
+            continue;
+        };
+        running.insert(c.name.clone());
+        if state
+            .probes
+            .get(&c.name)
+            .is_some_and(|s| s.prober.container_id() == id.as_str())
+        {
+            continue;
+        }
+        // initialDelaySeconds counts from the container's start, also for a container this
+        // worker adopted after a restart.
+        let ran = chrono::DateTime::parse_from_rfc3339(started_at)
+            .ok()
+            .and_then(|t| (wall - t.with_timezone(&chrono::Utc)).to_std().ok())
+            .unwrap_or_default();
+        let started = now.checked_sub(ran).unwrap_or(now);
+        let a = &state.args;
+        tracing::debug!(namespace = %a.namespace, pod = %a.name, container = %c.name, "probing container");
+        state.probes.insert(
+            c.name.clone(),
+            ProbeSlot {
+                prober: ContainerProber::new(c, id, started),
+                container: c.clone(),
+                pod_grace,
+            },
+        );
+    }
+    state.probes.retain(|name, _| running.contains(name));
+}
+
+/// Spawns the probes that are due and schedules the next [`PodWorkerMsg::ProbeTick`].
+fn dispatch_probes(myself: &ActorRef<PodWorkerMsg>, state: &mut PodWorkerState) {
+    let now = Instant::now();
+    let pod_ip = state.pod_ip.map(IpAddr::V4);
+    for (name, slot) in &mut state.probes {
+        for kind in slot.prober.due(now) {
+            let Some(probe) = kind.of(&slot.container).cloned() else {
+                continue;
+            };
+            let target = ProbeTarget {
+                pod_ip,
+                ports: slot.container.ports.clone(),
+            };
+            let me = myself.clone();
+            let (container, container_id) = (name.clone(), slot.prober.container_id().to_string());
+            tokio::spawn(async move {
+                let outcome = prober::run(&probe, &target).await;
+                // The worker may be gone (pod deleted): then nobody needs the result.
+                let _ = me.send_message(PodWorkerMsg::ProbeResult {
+                    container,
+                    container_id,
+                    kind,
+                    outcome,
+                });
+            });
+        }
+    }
+    let next = state
+        .probes
+        .values()
+        .filter_map(|s| s.prober.next_due(now))
+        .min();
+    if let Some(at) = next {
+        if state.probe_tick.is_none_or(|t| at < t || t <= now) {
+            state.probe_tick = Some(at);
+            myself.send_after(at.saturating_duration_since(now), || {
+                PodWorkerMsg::ProbeTick
+            });
+        }
+    }
+}
+
+/// Feeds one probe outcome to its container's prober; reports a change of `ready`/`started`
+/// through a sync and stops the container when its liveness or startup probe failed for good.
+fn probe_result(
+    myself: &ActorRef<PodWorkerMsg>,
+    state: &mut PodWorkerState,
+    container: &str,
+    container_id: &str,
+    kind: ProbeKind,
+    outcome: &ProbeOutcome,
+) {
+    let a = state.args.clone();
+    let Some(slot) = state.probes.get_mut(container) else {
+        return;
+    };
+    if slot.prober.container_id() != container_id {
+        return;
+    }
+    if let ProbeOutcome::Failure { message } = outcome {
+        tracing::debug!(namespace = %a.namespace, pod = %a.name, container = %container, probe = kind.as_str(), reason = %message, "probe failed");
+    }
+    let before = slot.prober.health();
+    let verdict = slot.prober.record(kind, outcome);
+    let after = slot.prober.health();
+    if after != before {
+        tracing::info!(namespace = %a.namespace, pod = %a.name, container = %container, ready = after.ready, started = after.started, "container health changed");
+        let _ = myself.send_message(PodWorkerMsg::Sync);
+    }
+    let Some(Restart { message, .. }) = verdict else {
+        return;
+    };
+    let grace = kind
+        .of(&slot.container)
+        .and_then(|p| p.termination_grace_period_seconds)
+        .map(|s| Duration::from_secs(s.max(0) as u64))
+        .unwrap_or(slot.pod_grace);
+    if !state.killing.insert(container_id.to_string()) {
+        return;
+    }
+    tracing::info!(namespace = %a.namespace, pod = %a.name, container = %container, reason = %message, "container failed its probe; stopping it for a restart");
+    let (rt, me, id) = (
+        a.ctx.runtime.clone(),
+        myself.clone(),
+        container_id.to_string(),
+    );
+    let name = container.to_string();
+    tokio::spawn(async move {
+        let stop_id = id.clone();
+        if let Err(e) = blocking(move || Ok(rt.stop_container(&stop_id, grace)?)).await {
+            tracing::warn!(namespace = %a.namespace, pod = %a.name, container = %name, error = %e, "stopping a container that failed its probe failed");
+        }
+        let _ = me.send_message(PodWorkerMsg::Killed { container_id: id });
+    });
 }
 
 fn start_failure(c: &v1::Container, e: &Error) -> StartFailure {
@@ -279,12 +509,33 @@ async fn teardown(a: &PodWorkerArgs, grace: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The Service variables for the pod's containers (none when the pod opts out).
+async fn service_variables(a: &PodWorkerArgs, spec: &v1::PodSpec) -> Result<Vec<(String, String)>> {
+    if !service_env::wanted(spec) {
+        return Ok(Vec::new());
+    }
+    let services: Vec<v1::Service> = a
+        .ctx
+        .client
+        .list(Kind::Service, &a.namespace, "")
+        .await
+        .map_err(|e| Error::Client(e.to_string()))?
+        .into_iter()
+        .filter_map(|o| match o.kind {
+            Some(v1::object::Kind::Service(s)) => Some(s),
+            _ => None,
+        })
+        .collect();
+    Ok(service_env::variables(&services))
+}
+
 fn container_spec(
     a: &PodWorkerArgs,
     pod: &v1::Pod,
     c: &v1::Container,
     attempt: u32,
     netns: std::path::PathBuf,
+    service_links: Vec<(String, String)>,
 ) -> runtime::ContainerSpec {
     let spec = pod.spec.clone().unwrap_or_default();
     runtime::ContainerSpec {
@@ -297,11 +548,13 @@ fn container_spec(
         image: c.image.clone(),
         command: c.command.clone(),
         args: c.args.clone(),
-        env: c
-            .env
-            .iter()
-            .map(|e| (e.name.clone(), e.value.clone()))
-            .collect(),
+        env: service_env::merge(
+            service_links,
+            c.env
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone()))
+                .collect(),
+        ),
         working_dir: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
         hostname: if spec.hostname.is_empty() {
             a.name.clone()

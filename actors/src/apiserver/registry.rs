@@ -13,6 +13,7 @@ use api::Kind;
 use futures::{Stream, StreamExt};
 use raftstore::{Compare, CompareOp, CompareTarget, EventKind, KeyValue, Store, Txn, TxnOp};
 
+use super::fence::Fence;
 use super::keys;
 use super::service_alloc;
 use crate::error::{Error, Result};
@@ -32,6 +33,8 @@ pub struct Registry {
     store: Store,
     clock: Arc<dyn Fn() -> String + Send + Sync>,
     service_cidr: net::Ipv4Net,
+    /// When set, every write is conditional on this leader's fencing token.
+    fence: Option<Fence>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -55,6 +58,7 @@ impl Registry {
             store,
             clock: Arc::new(now_rfc3339),
             service_cidr,
+            fence: None,
         }
     }
 
@@ -62,6 +66,72 @@ impl Registry {
     pub fn with_service_cidr(mut self, cidr: net::Ipv4Net) -> Self {
         self.service_cidr = cidr;
         self
+    }
+
+    /// The same registry with every write conditional on `fence`: once another server has
+    /// taken the leader lease over, writes fail with [`Error::Fenced`]. The elected control
+    /// plane writes only through such a registry.
+    pub fn fenced(&self, fence: Fence) -> Registry {
+        Registry {
+            fence: Some(fence),
+            ..self.clone()
+        }
+    }
+
+    /// The fencing token this registry's writes carry, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+
+    /// Writes the Lease `lease` (created when it has no resourceVersion, else compare-and-swapped
+    /// on it) and, in the same transaction, rewrites `fence_key`: that transaction's revision,
+    /// the lease's new resourceVersion, is the new holder's fencing token (see
+    /// [`Registry::fenced`]). A lost race is [`Error::Conflict`] or [`Error::AlreadyExists`].
+    pub async fn take_over_lease(&self, lease: Object, fence_key: &str) -> Result<(Object, Fence)> {
+        if lease.kind() != Some(Kind::Lease) {
+            return Err(Error::Invalid {
+                kind: kind_of(&lease)?.as_str().into(),
+                name: lease.metadata().name.clone(),
+                details: "kind: Unsupported value: only a Lease can be taken over".into(),
+            });
+        }
+        let holder = lease
+            .as_typed::<v1::Lease>()
+            .and_then(|l| l.spec.as_ref())
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default();
+        let fence_put = vec![TxnOp::Put {
+            key: fence_key.as_bytes().to_vec(),
+            value: holder.into_bytes(),
+        }];
+        let written = if lease.metadata().resource_version.is_empty() {
+            self.create_with(lease, fence_put).await?
+        } else {
+            self.update_with(lease, fence_put).await?
+        };
+        let revision = parse_rv(&written.metadata().resource_version)?;
+        Ok((
+            written,
+            Fence {
+                key: fence_key.to_string(),
+                revision,
+            },
+        ))
+    }
+
+    /// Adds this registry's fence (if any) to `txn`.
+    fn guard(&self, txn: &mut Txn) {
+        if let Some(f) = &self.fence {
+            f.guard(txn);
+        }
+    }
+
+    /// After `txn` failed: [`Error::Fenced`] if this registry's fence moved.
+    fn check_fence(&self, res: &raftstore::TxnResult) -> Result<()> {
+        match &self.fence {
+            Some(f) => f.check(res),
+            None => Ok(()),
+        }
     }
 
     /// The store underneath (for the process's shutdown).
@@ -85,7 +155,12 @@ impl Registry {
     }
 
     /// Creates an object: defaults, validates, checks its namespace, then stores it if absent.
-    pub async fn create(&self, mut obj: Object) -> Result<Object> {
+    pub async fn create(&self, obj: Object) -> Result<Object> {
+        self.create_with(obj, Vec::new()).await
+    }
+
+    /// [`Registry::create`], with `extra` operations in the same transaction.
+    async fn create_with(&self, mut obj: Object, extra: Vec<TxnOp>) -> Result<Object> {
         let kind = kind_of(&obj)?;
         api::defaults::apply(&mut obj);
         {
@@ -116,14 +191,7 @@ impl Registry {
             let mut obj = base.clone();
             let mut reserved = Vec::new();
             if let Some(v1::object::Kind::Service(svc)) = obj.kind.as_mut() {
-                let (ips, ports) = self.used_service_values().await?;
-                service_alloc::assign(svc, self.service_cidr, &ips, &ports).map_err(|details| {
-                    Error::Invalid {
-                        kind: kind.as_str().into(),
-                        name: name.clone(),
-                        details,
-                    }
-                })?;
+                self.allocate(svc, None, &name).await?;
                 reserved = service_alloc::reservations(svc);
             }
             let mut txn = Txn {
@@ -134,15 +202,17 @@ impl Registry {
                 }],
                 failure: vec![],
             };
-            let owner = format!("{namespace}/{name}").into_bytes();
             for r in &reserved {
-                txn.compares.push(absent(r));
-                txn.success.push(TxnOp::Put {
-                    key: r.clone().into_bytes(),
-                    value: owner.clone(),
-                });
+                let (compare, put) = reserve(r, &namespace, &name);
+                txn.compares.push(compare);
+                txn.success.push(put);
             }
+            txn.success.extend(extra.iter().cloned());
+            self.guard(&mut txn);
             let res = self.store.txn(txn).await?;
+            if !res.succeeded {
+                self.check_fence(&res)?;
+            }
             if res.succeeded {
                 obj.metadata_mut().resource_version = res.revision.to_string();
                 tracing::info!(kind = kind.as_str(), namespace = %namespace, name = %name, resource_version = res.revision, "object created");
@@ -159,6 +229,27 @@ impl Registry {
             key,
             expected: "free ClusterIP and NodePorts".into(),
             actual: "taken by concurrent creates; retry".into(),
+        })
+    }
+
+    /// Fills `svc`'s empty ClusterIP and NodePorts with values no other Service holds (`own`:
+    /// what this Service already holds, free for it to keep); a bad request names the field.
+    async fn allocate(
+        &self,
+        svc: &mut v1::Service,
+        own: Option<&v1::Service>,
+        name: &str,
+    ) -> Result<()> {
+        let (mut ips, mut ports) = self.used_service_values().await?;
+        if let Some(own) = own {
+            service_alloc::release_own(own, &mut ips, &mut ports);
+        }
+        service_alloc::assign(svc, self.service_cidr, &ips, &ports).map_err(|details| {
+            Error::Invalid {
+                kind: Kind::Service.as_str().into(),
+                name: name.to_string(),
+                details,
+            }
         })
     }
 
@@ -199,6 +290,21 @@ impl Registry {
     pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object> {
         let key = keys::object_key(kind, namespace, name);
         match self.store.get(key.as_bytes()).await? {
+            Some(kv) => decode(&kv),
+            None => Err(not_found(kind, namespace, name)),
+        }
+    }
+
+    /// Reads one object from this store member's applied state, without asking the store's
+    /// leader: it works while the store elects a new leader, but may be stale. Only for
+    /// observers that act through a compare-and-swap (which fails on a stale read).
+    pub async fn get_local(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object> {
+        let key = keys::object_key(kind, namespace, name);
+        match self
+            .store
+            .get_with(key.as_bytes(), raftstore::ReadConsistency::Serializable)
+            .await?
+        {
             Some(kv) => decode(&kv),
             None => Err(not_found(kind, namespace, name)),
         }
@@ -259,11 +365,7 @@ impl Registry {
                     }))
                 }
                 Err(e) => Some(Err(Error::Store(e))),
-                Ok(ev) => match to_object_event(&ev) {
-                    Ok(oe) if selector.matches(&oe.object.metadata().labels) => Some(Ok(oe)),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                },
+                Ok(ev) => selected_event(&ev, &selector).transpose(),
             };
             futures::future::ready(out)
         }))
@@ -272,6 +374,11 @@ impl Registry {
     /// Replaces an object's spec and metadata (labels, annotations, finalizers); keeps status.
     /// A non-empty `resourceVersion` must match the stored one.
     pub async fn update(&self, obj: Object) -> Result<Object> {
+        self.update_with(obj, Vec::new()).await
+    }
+
+    /// [`Registry::update`], with `extra` operations in the same transaction.
+    async fn update_with(&self, obj: Object, extra: Vec<TxnOp>) -> Result<Object> {
         let kind = kind_of(&obj)?;
         let (namespace, name) = ns_name(&obj);
         let (current, kv) = self.load(kind, &namespace, &name).await?;
@@ -298,7 +405,25 @@ impl Registry {
         next.copy_status_from(&current);
         keep_service_allocations(&current, &mut next);
         validate(kind, &next)?;
-        self.swap(kind, &kv, next).await
+        let mut compares = Vec::new();
+        let mut extra = extra;
+        if let (Some(v1::object::Kind::Service(cur)), Some(v1::object::Kind::Service(svc))) =
+            (current.kind.as_ref(), next.kind.as_mut())
+        {
+            // Ports added by the update are allocated (and reserved in the same transaction,
+            // absent until now); ports it drops give their NodePorts back.
+            self.allocate(svc, Some(cur), &name).await?;
+            let (take, release) = service_alloc::reservation_changes(cur, svc);
+            for r in &take {
+                let (compare, put) = reserve(r, &namespace, &name);
+                compares.push(compare);
+                extra.push(put);
+            }
+            extra.extend(release.into_iter().map(|r| TxnOp::Delete {
+                key: r.into_bytes(),
+            }));
+        }
+        self.swap_checked(kind, &kv, next, compares, extra).await
     }
 
     /// Replaces an object's status (the status subresource). A non-empty `resourceVersion`
@@ -310,7 +435,7 @@ impl Registry {
         check_rv(&obj, &kv)?;
         current.copy_status_from(&obj);
         current.metadata_mut().resource_version.clear();
-        self.swap(kind, &kv, current).await
+        self.swap(kind, &kv, current, Vec::new()).await
     }
 
     /// Binds a pending pod to a node (the Binding subresource).
@@ -332,7 +457,7 @@ impl Registry {
         let status = pod.status.get_or_insert_with(Default::default);
         set_pod_condition(status, "PodScheduled", "True", &now);
         obj.metadata_mut().resource_version.clear();
-        self.swap(Kind::Pod, &kv, obj).await
+        self.swap(Kind::Pod, &kv, obj, Vec::new()).await
     }
 
     /// Deletes an object. A pod bound to a node is deleted gracefully: the first call sets
@@ -356,7 +481,7 @@ impl Registry {
         if graceful {
             obj.metadata_mut().deletion_timestamp = (self.clock)();
             obj.metadata_mut().resource_version.clear();
-            return self.swap(kind, &kv, obj).await;
+            return self.swap(kind, &kv, obj, Vec::new()).await;
         }
         let key = kv.key.clone();
         let mut txn = Txn {
@@ -371,8 +496,10 @@ impl Registry {
                 });
             }
         }
+        self.guard(&mut txn);
         let res = self.store.txn(txn).await?;
         if !res.succeeded {
+            self.check_fence(&res)?;
             return Err(conflict_on(&key, kv.mod_revision));
         }
         obj.metadata_mut().resource_version = res.revision.to_string();
@@ -401,24 +528,58 @@ impl Registry {
         }
     }
 
-    /// Writes `next` over the object read as `kv`, if nobody changed it since.
-    async fn swap(&self, kind: Kind, kv: &KeyValue, mut next: Object) -> Result<Object> {
-        let txn = Txn {
-            compares: vec![mod_rev_equals(&kv.key, kv.mod_revision)],
+    /// Writes `next` over the object read as `kv`, if nobody changed it since, with `extra`
+    /// operations in the same transaction.
+    async fn swap(
+        &self,
+        kind: Kind,
+        kv: &KeyValue,
+        next: Object,
+        extra: Vec<TxnOp>,
+    ) -> Result<Object> {
+        self.swap_checked(kind, kv, next, Vec::new(), extra).await
+    }
+
+    /// [`Registry::swap`], also requiring `compares` (a failed one reads as a conflict).
+    async fn swap_checked(
+        &self,
+        kind: Kind,
+        kv: &KeyValue,
+        mut next: Object,
+        compares: Vec<Compare>,
+        extra: Vec<TxnOp>,
+    ) -> Result<Object> {
+        let mut txn = Txn {
+            compares: std::iter::once(mod_rev_equals(&kv.key, kv.mod_revision))
+                .chain(compares)
+                .collect(),
             success: vec![TxnOp::Put {
                 key: kv.key.clone(),
                 value: next.to_bytes(),
             }],
             failure: vec![],
         };
+        txn.success.extend(extra);
+        self.guard(&mut txn);
         let res = self.store.txn(txn).await?;
         if !res.succeeded {
+            self.check_fence(&res)?;
             return Err(conflict_on(&kv.key, kv.mod_revision));
         }
         next.metadata_mut().resource_version = res.revision.to_string();
         tracing::debug!(kind = kind.as_str(), key = %String::from_utf8_lossy(&kv.key), resource_version = res.revision, "object updated");
         Ok(next)
     }
+}
+
+/// Taking reservation `key` for Service `namespace/name`: the key must be absent, then holds
+/// the owner.
+fn reserve(key: &str, namespace: &str, name: &str) -> (Compare, TxnOp) {
+    let put = TxnOp::Put {
+        key: key.as_bytes().to_vec(),
+        value: format!("{namespace}/{name}").into_bytes(),
+    };
+    (absent(key), put)
 }
 
 fn absent(key: &str) -> Compare {
@@ -429,7 +590,8 @@ fn absent(key: &str) -> Compare {
     }
 }
 
-/// A Service's ClusterIP and NodePorts are immutable once allocated: an update keeps them.
+/// A Service's ClusterIP is immutable once allocated and its ports keep their NodePorts: an
+/// update keeps them (NodePorts only while the type still has them).
 fn keep_service_allocations(current: &Object, next: &mut Object) {
     use v1::object::Kind as K;
     let (Some(K::Service(cur)), Some(K::Service(nxt))) =
@@ -442,6 +604,12 @@ fn keep_service_allocations(current: &Object, next: &mut Object) {
     };
     ns.cluster_ip = cs.cluster_ip.clone();
     ns.cluster_ips = cs.cluster_ips.clone();
+    if !matches!(ns.r#type.as_str(), "NodePort" | "LoadBalancer") {
+        for p in ns.ports.iter_mut() {
+            p.node_port = 0;
+        }
+        return;
+    }
     for p in ns.ports.iter_mut() {
         if let Some(c) = cs
             .ports
@@ -570,6 +738,31 @@ fn to_object_event(ev: &raftstore::WatchEvent) -> Result<ObjectEvent> {
             })
         }
     }
+}
+
+/// The event a watcher with `selector` sees for `ev`, by Kubernetes' rules: an object that
+/// starts matching is ADDED, one that stops matching is DELETED (with its new state), one that
+/// matched before and after is MODIFIED; changes outside the selection are not seen.
+fn selected_event(
+    ev: &raftstore::WatchEvent,
+    selector: &api::selector::Selector,
+) -> Result<Option<ObjectEvent>> {
+    let mut oe = to_object_event(ev)?;
+    let now = selector.matches(&oe.object.metadata().labels);
+    if oe.event_type != EventType::Modified || selector.is_empty() {
+        return Ok(now.then_some(oe));
+    }
+    let before = match &ev.prev_kv {
+        Some(prev) => selector.matches(&decode(prev)?.metadata().labels),
+        None => false,
+    };
+    oe.event_type = match (before, now) {
+        (true, true) => EventType::Modified,
+        (false, true) => EventType::Added,
+        (true, false) => EventType::Deleted,
+        (false, false) => return Ok(None),
+    };
+    Ok(Some(oe))
 }
 
 fn pod_spec(obj: &Object) -> Option<&v1::PodSpec> {

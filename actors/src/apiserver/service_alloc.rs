@@ -1,8 +1,9 @@
 //! ClusterIP and NodePort allocation for Services, as Kubernetes' API server does it. Each
 //! allocated IP or port is a reservation key in the store, written in the same transaction as
 //! the Service (compare: the key is absent), so two Services can never get the same one, even
-//! when created at the same time; deleting the Service deletes its reservations. The choice of
-//! a free value is pure.
+//! when created at the same time; an update takes the reservations of ports it adds and
+//! releases those of ports it drops in its own transaction; deleting the Service deletes its
+//! reservations. The choice of a free value and the reservation diff are pure.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -47,6 +48,37 @@ pub fn reservations(svc: &v1::Service) -> Vec<String> {
         keys.push(format!("{NODE_PORT_PREFIX}{}", p.node_port));
     }
     keys
+}
+
+/// Removes what `svc` itself holds from the in-use sets, so an update may keep its values.
+pub fn release_own(
+    svc: &v1::Service,
+    used_ips: &mut HashSet<Ipv4Addr>,
+    used_ports: &mut HashSet<u16>,
+) {
+    let Some(spec) = svc.spec.as_ref() else {
+        return;
+    };
+    if let Ok(ip) = spec.cluster_ip.parse::<Ipv4Addr>() {
+        used_ips.remove(&ip);
+    }
+    for p in &spec.ports {
+        if let Ok(port) = u16::try_from(p.node_port) {
+            used_ports.remove(&port);
+        }
+    }
+}
+
+/// The reservation keys an update from `current` to `next` must take (absent until now) and
+/// release, in that order.
+pub fn reservation_changes(
+    current: &v1::Service,
+    next: &v1::Service,
+) -> (Vec<String>, Vec<String>) {
+    let (old, new) = (reservations(current), reservations(next));
+    let take = new.iter().filter(|k| !old.contains(k)).cloned().collect();
+    let release = old.into_iter().filter(|k| !new.contains(k)).collect();
+    (take, release)
 }
 
 /// Fills the Service's empty ClusterIP and NodePorts with free values, given what is in use.
@@ -159,6 +191,61 @@ mod tests {
                 "/registry/ranges/nodeports/30000".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn an_update_keeps_its_own_values_takes_new_ports_and_releases_dropped_ones() {
+        let cidr: Ipv4Net = "10.96.0.0/12".parse().unwrap();
+        let mut current = svc("NodePort", "10.96.0.11", &[30000, 30001]);
+        if let Some(spec) = current.spec.as_mut() {
+            spec.ports[1].port = 81;
+        }
+        let mut used_ips: HashSet<Ipv4Addr> =
+            ["10.96.0.11".parse().unwrap(), "10.96.0.12".parse().unwrap()].into();
+        let mut used_ports: HashSet<u16> = [30000, 30001, 30002].into();
+        release_own(&current, &mut used_ips, &mut used_ports);
+        assert_eq!(used_ips, ["10.96.0.12".parse().unwrap()].into());
+        assert_eq!(used_ports, [30002].into());
+        // Port 81 goes, port 82 comes (to be allocated); port 80 keeps 30000.
+        let mut next = svc("NodePort", "10.96.0.11", &[30000, 0]);
+        if let Some(spec) = next.spec.as_mut() {
+            spec.ports[1].port = 82;
+        }
+        assign(&mut next, cidr, &used_ips, &used_ports).unwrap();
+        let ports: Vec<i32> = next
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .iter()
+            .map(|p| p.node_port)
+            .collect();
+        assert_eq!(
+            ports,
+            vec![30000, 30001],
+            "30001 is free again, 30002 is not"
+        );
+        let (take, release) = reservation_changes(&current, &next);
+        assert!(
+            take.is_empty() && release.is_empty(),
+            "{take:?} {release:?}"
+        );
+        // Back to ClusterIP: both NodePorts are released.
+        let plain = svc("ClusterIP", "10.96.0.11", &[0]);
+        let (take, release) = reservation_changes(&next, &plain);
+        assert!(take.is_empty(), "{take:?}");
+        assert_eq!(
+            release,
+            vec![
+                "/registry/ranges/nodeports/30000".to_string(),
+                "/registry/ranges/nodeports/30001".to_string()
+            ]
+        );
+        // ClusterIP -> NodePort takes a fresh reservation.
+        let mut upgraded = svc("NodePort", "10.96.0.11", &[0]);
+        assign(&mut upgraded, cidr, &HashSet::new(), &[30000].into()).unwrap();
+        let (take, _) = reservation_changes(&plain, &upgraded);
+        assert_eq!(take, vec!["/registry/ranges/nodeports/30001".to_string()]);
     }
 
     #[test]

@@ -58,6 +58,17 @@ pub struct ControllerState<P> {
     requeue: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The watch, timer and requeue tasks end with the state: also when the actor is killed (a
+/// deposed leader's control plane is), where ractor runs no `post_stop`.
+impl<P> Drop for ControllerState<P> {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+        if let Some(t) = self.requeue.take() {
+            t.abort();
+        }
+    }
+}
+
 impl<P: Pass> Actor for Controller<P> {
     type Msg = ControllerMsg;
     type State = ControllerState<P>;
@@ -88,18 +99,6 @@ impl<P: Pass> Actor for Controller<P> {
         })
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> std::result::Result<(), ActorProcessingErr> {
-        state.tasks.iter().for_each(|t| t.abort());
-        if let Some(t) = state.requeue.take() {
-            t.abort();
-        }
-        Ok(())
-    }
-
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
@@ -111,6 +110,11 @@ impl<P: Pass> Actor for Controller<P> {
                 let span = tracing::debug_span!("pass", controller = P::NAME);
                 let again = match state.pass.run(Utc::now()).instrument(span).await {
                     Ok(again) => again,
+                    Err(e @ crate::Error::Fenced { .. }) => {
+                        // The elector stops this controller; until then, nothing to retry.
+                        tracing::warn!(controller = P::NAME, error = %e, "write fenced: this server no longer leads");
+                        None
+                    }
                     Err(e) => {
                         tracing::warn!(controller = P::NAME, error = %e, "controller pass failed; will retry");
                         Some(RETRY)

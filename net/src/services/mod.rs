@@ -10,7 +10,8 @@
 //! `net.bridge.bridge-nf-call-iptables=1` in the node's namespace), as Kubernetes requires:
 //! otherwise a pod's reply to a client pod on the same bridge skips the node's conntrack and
 //! is not un-DNATed. With it, hairpin traffic (a pod reaching itself through its Service) is
-//! bridged back out of its ingress port, so pod ports need bridge hairpin mode as well.
+//! bridged back out of its ingress port, so pod ports need bridge hairpin mode as well (which
+//! [`crate::attach_pod`] turns on).
 
 pub mod error;
 pub mod nft;

@@ -1,23 +1,28 @@
 //! The etcd `KV` service: Range, Put, DeleteRange, Txn and Compact on top of [`Store`].
 //!
-//! Owns the translation between etcd's requests and the store's [`Txn`] model, and the
-//! etcd-side presentation of ranges (sorting, limits, `keys_only`, `count_only`, revision
-//! filters), which is pure and unit-tested here. Leases are not supported yet: a put with a
-//! lease is refused rather than stored without one.
+//! Owns the translation between etcd's requests and the store's [`Txn`] model (nested
+//! transactions included, after etcd's request checks in `txn_check`), and the etcd-side
+//! presentation of ranges (sorting, limits, `keys_only`, `count_only`, revision filters), which
+//! is pure and unit-tested here. Not supported: a range at a past revision inside a transaction
+//! and compares over a key range (refused, never answered wrongly). A put with a lease
+//! attaches the key to it (an unknown lease fails the request with etcd's "requested lease not
+//! found").
 
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, mvccpb, range_request::SortOrder, range_request::SortTarget};
-use super::{header, status, unsupported};
+use super::{header, status, txn_check, unsupported};
 use crate::key_range::KeyRange;
-use crate::model::{Compare, CompareOp, CompareTarget, KeyValue, Txn, TxnOp, TxnOpResult};
+use crate::model::{
+    Compare, CompareOp, CompareTarget, KeyValue, Txn, TxnOp, TxnOpResult, TxnResult,
+};
 use crate::store::{ReadConsistency, Store};
 
 pub(crate) struct KvService {
     pub(crate) store: Store,
 }
 
-/// A store key-value as etcd's `mvccpb.KeyValue` (no leases yet: lease 0).
+/// A store key-value as etcd's `mvccpb.KeyValue`.
 pub(crate) fn kv_to_pb(kv: KeyValue) -> mvccpb::KeyValue {
     mvccpb::KeyValue {
         key: kv.key,
@@ -25,20 +30,25 @@ pub(crate) fn kv_to_pb(kv: KeyValue) -> mvccpb::KeyValue {
         mod_revision: kv.mod_revision,
         version: kv.version,
         value: kv.value,
-        lease: 0,
+        lease: kv.lease,
     }
 }
 
 /// Applies a range request's filters, sort, limit and projections to the key-values of its
-/// range (sorted by key); `revision` goes into the header.
+/// range (sorted by key), as etcd's `applierV3backend.Range` does: `count` is the number of keys
+/// in the range before the revision filters and the limit; `count_only` returns no keys and
+/// never `more`; ties keep key order in either sort direction.
 fn present(req: &pb::RangeRequest, mut kvs: Vec<KeyValue>) -> (Vec<mvccpb::KeyValue>, bool, i64) {
+    let count = i64::try_from(kvs.len()).unwrap_or(i64::MAX);
+    if req.count_only {
+        return (Vec::new(), false, count);
+    }
     kvs.retain(|kv| {
         (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
             && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
             && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
             && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
     });
-    let count = i64::try_from(kvs.len()).unwrap_or(i64::MAX);
     let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
     let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
     // etcd: a sort target other than the key implies ascending order.
@@ -46,24 +56,25 @@ fn present(req: &pb::RangeRequest, mut kvs: Vec<KeyValue>) -> (Vec<mvccpb::KeyVa
         order = SortOrder::Ascend;
     }
     if order != SortOrder::None {
-        kvs.sort_by(|a, b| match target {
+        let by = |a: &KeyValue, b: &KeyValue| match target {
             SortTarget::Key => a.key.cmp(&b.key),
             SortTarget::Version => a.version.cmp(&b.version),
             SortTarget::Create => a.create_revision.cmp(&b.create_revision),
             SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
             SortTarget::Value => a.value.cmp(&b.value),
-        });
+        };
+        // Stable in both directions, so equal elements stay in key order (as etcd's output
+        // does for ranges of this size).
         if order == SortOrder::Descend {
-            kvs.reverse();
+            kvs.sort_by(|a, b| by(b, a));
+        } else {
+            kvs.sort_by(by);
         }
     }
     let limit = usize::try_from(req.limit).unwrap_or(0);
     let more = limit > 0 && kvs.len() > limit;
     if more {
         kvs.truncate(limit);
-    }
-    if req.count_only {
-        return (Vec::new(), more, count);
     }
     let kvs = kvs
         .into_iter()
@@ -82,15 +93,13 @@ fn range_of(key: &[u8], range_end: &[u8]) -> KeyRange {
 }
 
 fn put_op(req: &pb::PutRequest) -> Result<TxnOp, Status> {
-    if req.lease != 0 {
-        return Err(unsupported("put with a lease"));
-    }
     if req.ignore_value || req.ignore_lease {
         return Err(unsupported("put with ignore_value or ignore_lease"));
     }
-    Ok(TxnOp::Put {
+    Ok(TxnOp::PutWithLease {
         key: req.key.clone(),
         value: req.value.clone(),
+        lease: req.lease,
     })
 }
 
@@ -123,7 +132,8 @@ fn compare(c: &pb::Compare) -> Result<Compare, Status> {
         (Ok(T::Mod), None) => CompareTarget::ModRevision(0),
         (Ok(T::Value), Some(U::Value(v))) => CompareTarget::Value(v),
         (Ok(T::Value), None) => CompareTarget::Value(Vec::new()),
-        (Ok(T::Lease), _) => return Err(unsupported("compare on a lease")),
+        (Ok(T::Lease), Some(U::Lease(v))) => CompareTarget::Lease(v),
+        (Ok(T::Lease), None) => CompareTarget::Lease(0),
         _ => {
             return Err(Status::invalid_argument(
                 "compare target and value disagree",
@@ -137,17 +147,23 @@ fn compare(c: &pb::Compare) -> Result<Compare, Status> {
     })
 }
 
-/// One txn branch as store ops, plus each op's original request (to shape its response).
-fn branch(ops: &[pb::RequestOp]) -> Result<Vec<(TxnOp, pb::request_op::Request)>, Status> {
+/// An etcd transaction (already checked with [`txn_check::check`]) as a store [`Txn`].
+fn txn_of(req: &pb::TxnRequest) -> Result<Txn, Status> {
+    Ok(Txn {
+        compares: req.compare.iter().map(compare).collect::<Result<_, _>>()?,
+        success: branch(&req.success)?,
+        failure: branch(&req.failure)?,
+    })
+}
+
+/// One txn branch as store ops.
+fn branch(ops: &[pb::RequestOp]) -> Result<Vec<TxnOp>, Status> {
     use pb::request_op::Request as R;
     ops.iter()
         .map(|op| {
-            let request = op
-                .request
-                .clone()
-                .ok_or_else(|| Status::invalid_argument("empty txn op"))?;
-            let store_op = match &request {
-                R::RequestRange(r) => {
+            Ok(match &op.request {
+                None => return Err(Status::invalid_argument("empty txn op")),
+                Some(R::RequestRange(r)) => {
                     if r.revision > 0 {
                         return Err(unsupported("range at a past revision inside a txn"));
                     }
@@ -156,13 +172,35 @@ fn branch(ops: &[pb::RequestOp]) -> Result<Vec<(TxnOp, pb::request_op::Request)>
                         range_end: r.range_end.clone(),
                     }
                 }
-                R::RequestPut(p) => put_op(p)?,
-                R::RequestDeleteRange(d) => delete_op(d),
-                R::RequestTxn(_) => return Err(unsupported("nested txn")),
-            };
-            Ok((store_op, request))
+                Some(R::RequestPut(p)) => put_op(p)?,
+                Some(R::RequestDeleteRange(d)) => delete_op(d),
+                Some(R::RequestTxn(t)) => TxnOp::Txn(txn_of(t)?),
+            })
         })
         .collect()
+}
+
+/// The response to `req` from the store's `result`: each op of the branch that ran is shaped
+/// by its own request (range options, `prev_kv`, nested transactions).
+fn txn_response(store: &Store, req: &pb::TxnRequest, result: TxnResult) -> pb::TxnResponse {
+    let ran = if result.succeeded {
+        &req.success
+    } else {
+        &req.failure
+    };
+    let responses = ran
+        .iter()
+        .zip(result.responses)
+        .map(|(op, r)| match &op.request {
+            Some(request) => op_response(store, result.revision, request, r),
+            None => pb::ResponseOp { response: None },
+        })
+        .collect();
+    pb::TxnResponse {
+        header: header(store, result.revision),
+        succeeded: result.succeeded,
+        responses,
+    }
 }
 
 fn op_response(
@@ -194,6 +232,9 @@ fn op_response(
         }),
         (R::RequestDeleteRange(d), TxnOpResult::DeleteRange(del)) => {
             S::ResponseDeleteRange(delete_response(h, d.prev_kv, del.deleted))
+        }
+        (R::RequestTxn(t), TxnOpResult::Txn(nested)) => {
+            S::ResponseTxn(txn_response(store, t, nested))
         }
         // The store answers every op with the matching result; anything else is a bug that
         // we surface as an empty response rather than a panic.
@@ -248,6 +289,7 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
         let req = request.into_inner();
+        txn_check::require_key(&req.key)?;
         let consistency = if req.serializable {
             ReadConsistency::Serializable
         } else {
@@ -276,6 +318,7 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         let req = request.into_inner();
+        txn_check::require_key(&req.key)?;
         let (revision, result) = self.single(put_op(&req)?).await?;
         let TxnOpResult::Put(put) = result else {
             return Err(Status::internal("put did not return a put result"));
@@ -295,6 +338,7 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let req = request.into_inner();
+        txn_check::require_key(&req.key)?;
         let (revision, result) = self.single(delete_op(&req)).await?;
         let TxnOpResult::DeleteRange(del) = result else {
             return Err(Status::internal("delete did not return a delete result"));
@@ -311,26 +355,9 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
         let req = request.into_inner();
-        let compares = req.compare.iter().map(compare).collect::<Result<_, _>>()?;
-        let success = branch(&req.success)?;
-        let failure = branch(&req.failure)?;
-        let txn = Txn {
-            compares,
-            success: success.iter().map(|(op, _)| op.clone()).collect(),
-            failure: failure.iter().map(|(op, _)| op.clone()).collect(),
-        };
-        let result = self.store.txn(txn).await.map_err(status)?;
-        let ran = if result.succeeded { success } else { failure };
-        let responses = ran
-            .iter()
-            .zip(result.responses)
-            .map(|((_, request), r)| op_response(&self.store, result.revision, request, r))
-            .collect();
-        Ok(Response::new(pb::TxnResponse {
-            header: header(&self.store, result.revision),
-            succeeded: result.succeeded,
-            responses,
-        }))
+        txn_check::check(&req)?;
+        let result = self.store.txn(txn_of(&req)?).await.map_err(status)?;
+        Ok(Response::new(txn_response(&self.store, &req, result)))
     }
 
     async fn compact(
@@ -338,6 +365,9 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let req = request.into_inner();
+        // `physical` asks to wait until the history is really gone: it always is once this
+        // returns, since the Raft entry deletes it in the same transaction that records the
+        // compaction, flushed before the response.
         self.store.compact(req.revision).await.map_err(status)?;
         Ok(Response::new(pb::CompactionResponse {
             header: header(&self.store, self.store.revision()),
@@ -356,7 +386,38 @@ mod tests {
             create_revision: rev,
             mod_revision: rev,
             version: 1,
+            lease: 0,
         }
+    }
+
+    #[test]
+    fn puts_carry_their_lease_and_lease_compares_translate() -> Result<(), Status> {
+        let put = pb::PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            lease: 42,
+            ..Default::default()
+        };
+        assert_eq!(
+            put_op(&put)?,
+            TxnOp::PutWithLease {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                lease: 42
+            }
+        );
+        let cmp = pb::Compare {
+            key: b"k".to_vec(),
+            target: pb::compare::CompareTarget::Lease as i32,
+            result: pb::compare::CompareResult::Equal as i32,
+            target_union: Some(pb::compare::TargetUnion::Lease(42)),
+            ..Default::default()
+        };
+        assert_eq!(compare(&cmp)?.target, CompareTarget::Lease(42));
+        let mut stored = kv("k", "v", 2);
+        stored.lease = 42;
+        assert_eq!(kv_to_pb(stored).lease, 42);
+        Ok(())
     }
 
     #[test]
@@ -386,6 +447,34 @@ mod tests {
             min_mod_revision: 3,
             ..Default::default()
         };
-        assert_eq!(present(&req, kvs).2, 2);
+        let (out, _, count) = present(&req, kvs.clone());
+        // etcd counts the range before the revision filters.
+        assert_eq!((out.len(), count), (2, 3));
+        let req = pb::RangeRequest {
+            count_only: true,
+            limit: 1,
+            ..Default::default()
+        };
+        assert!(!present(&req, kvs).1, "count_only never has more");
+    }
+
+    #[test]
+    fn equal_sort_keys_stay_in_key_order_in_both_directions() {
+        let kvs = vec![kv("a", "x", 2), kv("b", "x", 3), kv("c", "y", 4)];
+        let keys = |order: SortOrder| {
+            let req = pb::RangeRequest {
+                sort_target: SortTarget::Version as i32,
+                sort_order: order as i32,
+                ..Default::default()
+            };
+            present(&req, kvs.clone())
+                .0
+                .into_iter()
+                .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+                .collect::<Vec<_>>()
+        };
+        // All versions are 1: etcd prints them in key order, ascending or descending.
+        assert_eq!(keys(SortOrder::Descend), ["a", "b", "c"]);
+        assert_eq!(keys(SortOrder::Ascend), ["a", "b", "c"]);
     }
 }

@@ -1,13 +1,17 @@
 //! The etcd v3 client API (a wire-compatible subset of `etcdserverpb`) served on a client URL
-//! for one member: KV, Watch, Cluster and Maintenance, so `etcdctl` and etcd client libraries
+//! for one member: KV, Watch, Lease, Cluster and Maintenance, so `etcdctl` and etcd client libraries
 //! work against a Capstan store.
 //!
 //! Owns the gRPC server's lifecycle, the response header and the one place where store errors
 //! become `tonic::Status` ([`status`], with etcd's own error texts so clients recognise them).
 //! The services translate requests into [`Store`] calls; they must not touch sled or openraft.
 
+mod authority;
 mod cluster;
 mod kv;
+mod lease;
+mod snapshot;
+mod txn_check;
 mod watch;
 
 use std::collections::HashMap;
@@ -21,6 +25,7 @@ use tonic::Status;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::types::NodeId;
+pub use snapshot::{save_snapshot, SavedSnapshot, SnapshotError};
 
 /// The generated etcd protobuf types and service traits.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -43,13 +48,19 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// all members (of every cluster) report this constant.
 const CLUSTER_ID: u64 = 0xca95_7a11_e7cd_0001;
 
-/// What the client API reports about members beyond what Raft membership knows.
+/// Settings of the client API. Member names and client URLs come from the replicated
+/// membership (each member publishes its own); the maps here only fill in what a member's
+/// record leaves empty, e.g. for a single-member store opened with [`Store::open`], which
+/// publishes nothing.
 #[derive(Clone, Debug, Default)]
 pub struct EtcdServerConfig {
-    /// Member names by id (from `--initial-cluster`); members not listed are shown unnamed.
+    /// Fallback member names by id, for members whose record has no name.
     pub member_names: HashMap<NodeId, String>,
-    /// Client URLs by member id; this member's own URL at least.
+    /// Fallback client URLs by member id, for members whose record has none.
     pub client_urls: HashMap<NodeId, Vec<String>>,
+    /// How often a `progress_notify` watch that sent nothing gets a progress response
+    /// (`None`: etcd's 10 minutes).
+    pub watch_progress_interval: Option<Duration>,
 }
 
 /// The running client API of one member.
@@ -78,13 +89,19 @@ impl EtcdServer {
             .local_addr()
             .map_err(|source| Error::Listen { addr: None, source })?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = authority::fix_authority(listener);
         let node = store.node_id();
         let kv = pb::kv_server::KvServer::new(kv::KvService {
             store: store.clone(),
         });
+        let lease = pb::lease_server::LeaseServer::new(lease::LeaseService {
+            store: store.clone(),
+        });
         let watch = pb::watch_server::WatchServer::new(watch::WatchService {
             store: store.clone(),
+            progress_interval: cfg
+                .watch_progress_interval
+                .unwrap_or(watch::DEFAULT_PROGRESS_INTERVAL),
         });
         let cluster = pb::cluster_server::ClusterServer::new(cluster::ClusterService {
             store: store.clone(),
@@ -96,6 +113,7 @@ impl EtcdServer {
             let served = tonic::transport::Server::builder()
                 .add_service(kv)
                 .add_service(watch)
+                .add_service(lease)
                 .add_service(cluster)
                 .add_service(maintenance)
                 .serve_with_incoming_shutdown(incoming, async {
@@ -149,6 +167,9 @@ pub(crate) fn header(store: &Store, revision: i64) -> Option<pb::ResponseHeader>
 /// The etcd text for a compacted revision (clients match on it).
 pub(crate) const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
 
+/// The etcd text for an unknown lease (clients match on it).
+pub(crate) const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
+
 /// Converts a store error into the status etcd would answer with.
 pub(crate) fn status(e: Error) -> Status {
     match e {
@@ -156,13 +177,22 @@ pub(crate) fn status(e: Error) -> Status {
         Error::FutureRevision { .. } => {
             Status::out_of_range("etcdserver: mvcc: required revision is a future revision")
         }
-        Error::NotLeader { leader: None } => Status::unavailable("etcdserver: no leader"),
-        Error::NotLeader { .. } | Error::PeerUnreachable { .. } => {
-            Status::unavailable("etcdserver: leader changed")
-        }
+        Error::NotLeader { leader: None, .. } => Status::unavailable("etcdserver: no leader"),
+        Error::NotLeader {
+            leader: Some(leader),
+            leader_url,
+        } => cluster::leader_changed(leader, leader_url.as_deref()),
+        Error::PeerUnreachable { .. } => Status::unavailable("etcdserver: leader changed"),
         Error::Timeout { .. } => Status::unavailable("etcdserver: request timed out"),
         Error::Shutdown => Status::unavailable("etcdserver: server stopped"),
         Error::Membership(m) => Status::failed_precondition(format!("etcdserver: {m}")),
+        Error::Member(m) => cluster::member_status(&m),
+        Error::LeaseNotFound { .. } => Status::not_found(LEASE_NOT_FOUND),
+        Error::LeaseExists { .. } => {
+            Status::failed_precondition("etcdserver: lease already exists")
+        }
+        Error::LeaseTtlTooLarge { .. } => Status::out_of_range("etcdserver: too large lease TTL"),
+        e @ Error::InvalidLease { .. } => Status::invalid_argument(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }

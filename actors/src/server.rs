@@ -313,6 +313,7 @@ fn agent_context(
         client,
         runtime,
         netns,
+        pods_dir: node.data_dir.join("pods"),
         network: node
             .pod_network
             .clone()

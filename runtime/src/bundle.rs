@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{
     Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, Mount, RootBuilder, Spec,
+    LinuxResourcesBuilder, Mount, MountBuilder, RootBuilder, Spec,
 };
 
 use crate::error::{Error, Result};
 use crate::image_store::ImageConfig;
-use crate::types::{ContainerSpec, Resources};
+use crate::types::{BindMount, ContainerSpec, Resources};
 
 /// `PATH` used when neither the image nor the spec sets one (libcontainer needs it to find
 /// the executable).
@@ -211,10 +211,13 @@ pub fn build_spec(
     oci.set_hostname(Some(hostname));
 
     // The defaults minus the cgroupfs mount: the skeleton does not expose cgroups inside.
-    let mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts()
+    let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts()
         .into_iter()
         .filter(|m| m.destination() != Path::new("/sys/fs/cgroup"))
         .collect();
+    for bind in &spec.mounts {
+        mounts.push(bind_mount(&spec.id, bind)?);
+    }
     oci.set_mounts(Some(mounts));
 
     let mut linux = oci.linux().clone().unwrap_or_default();
@@ -242,6 +245,42 @@ pub fn build_spec(
     );
     oci.set_annotations(Some(annotations));
     Ok(oci)
+}
+
+/// The OCI mount of one volume: a recursive, private bind, read-only on request.
+fn bind_mount(id: &str, bind: &BindMount) -> Result<Mount> {
+    let invalid = |reason: String| Error::InvalidSpec {
+        id: id.to_owned(),
+        reason,
+    };
+    let plain = |p: &Path| {
+        p.is_absolute()
+            && p.components()
+                .skip(1)
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+    };
+    if !plain(&bind.destination) || bind.destination == Path::new("/") {
+        return Err(invalid(format!(
+            "mount destination {:?} must be an absolute path below / without '..'",
+            bind.destination
+        )));
+    }
+    if !bind.source.is_absolute() {
+        return Err(invalid(format!(
+            "mount source {:?} must be an absolute path",
+            bind.source
+        )));
+    }
+    let mut options = vec!["rbind".to_owned(), "rprivate".to_owned()];
+    if bind.read_only {
+        options.push("ro".to_owned());
+    }
+    Ok(MountBuilder::default()
+        .destination(&bind.destination)
+        .source(&bind.source)
+        .typ("bind")
+        .options(options)
+        .build()?)
 }
 
 /// Saves `spec` as `<bundle>/config.json`.
@@ -329,6 +368,40 @@ mod tests {
     fn no_command_anywhere_is_an_invalid_spec() {
         let err = resolve_process(&spec(), &ImageConfig::default());
         assert!(matches!(err, Err(Error::InvalidSpec { id, .. }) if id == "c1"));
+    }
+
+    #[test]
+    fn volumes_become_private_binds_and_bad_destinations_are_refused() -> anyhow::Result<()> {
+        let bind = |destination: &str, read_only| BindMount {
+            source: "/var/lib/capstan/pods/uid1/volumes/data".into(),
+            destination: destination.into(),
+            read_only,
+        };
+        let s = ContainerSpec {
+            mounts: vec![bind("/data", false), bind("/etc/config", true)],
+            ..spec()
+        };
+        let oci = build_spec(&s, &Resources::default(), &image(), Path::new("/r/rootfs"))?;
+        let mounts = oci.mounts().clone().unwrap_or_default();
+        let ours: Vec<_> = mounts
+            .iter()
+            .filter(|m| m.typ().as_deref() == Some("bind"))
+            .collect();
+        assert_eq!(ours.len(), 2);
+        assert_eq!(ours[0].destination(), Path::new("/data"));
+        assert_eq!(
+            ours[1].options().clone().unwrap_or_default(),
+            ["rbind", "rprivate", "ro"]
+        );
+        for bad in ["relative", "/", "/a/../etc"] {
+            let s = ContainerSpec {
+                mounts: vec![bind(bad, false)],
+                ..spec()
+            };
+            let err = build_spec(&s, &Resources::default(), &image(), Path::new("/r"));
+            assert!(matches!(err, Err(Error::InvalidSpec { .. })), "{bad}");
+        }
+        Ok(())
     }
 
     #[test]

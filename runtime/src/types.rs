@@ -41,6 +41,20 @@ pub struct ContainerSpec {
     pub hostname: String,
     /// Network namespace to join; `None` creates a fresh one.
     pub netns_path: Option<PathBuf>,
+    /// Host files and directories to bind-mount (volumes), in order: a later mount may lie
+    /// inside an earlier one.
+    pub mounts: Vec<BindMount>,
+}
+
+/// A host file or directory bind-mounted into a container (the agent prepares the source).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindMount {
+    /// Absolute path on the host.
+    pub source: PathBuf,
+    /// Absolute path in the container, without `..`.
+    pub destination: PathBuf,
+    /// Mount read-only.
+    pub read_only: bool,
 }
 
 /// cgroup limits of a container in plain units (the agent converts Kubernetes quantities).

@@ -22,6 +22,8 @@ pub struct AgentContext {
     pub puller: runtime::Puller,
     /// Pod network namespaces (blocking; call it through `spawn_blocking`).
     pub netns: Arc<net::NetnsManager>,
+    /// Where pods' volumes live (`<data-dir>/pods`).
+    pub pods_dir: std::path::PathBuf,
     /// The bridge pod network, when this node runs one (`None`: pods get loopback only).
     pub network: Option<Arc<super::network::PodNetwork>>,
 }

@@ -13,6 +13,7 @@ pub mod probe;
 pub mod prober;
 pub mod proxy;
 pub mod service_env;
+pub mod volumes;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -26,6 +26,7 @@ use super::plan::{self, ContainerAction, StartFailure};
 use super::probe::{ContainerProber, ProbeKind, ProbeOutcome, Restart};
 use super::prober::{self, ProbeTarget};
 use super::service_env;
+use super::volumes::{self, PrepareFailure};
 use crate::error::{Error, Result};
 
 /// How often a worker re-syncs without a trigger.
@@ -97,6 +98,9 @@ pub struct PodWorkerState {
     probe_tick: Option<Instant>,
     /// Attempts being stopped for a failed probe.
     killing: HashSet<String>,
+    /// The pod's volumes as last prepared, and when (files volumes are refreshed every
+    /// [`volumes::REFRESH`]).
+    volumes: Option<(Vec<volumes::plan::PlannedVolume>, Instant)>,
 }
 
 /// The probes of one running container attempt, and what running them needs.
@@ -128,6 +132,7 @@ impl Actor for PodWorker {
             probes: HashMap::new(),
             probe_tick: None,
             killing: HashSet::new(),
+            volumes: None,
         })
     }
 
@@ -227,13 +232,34 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
         }
     };
     let records = pod_records(&a).await?;
+    let actions = plan::plan(&spec, &records, chrono::Utc::now());
+    let starting = actions
+        .iter()
+        .any(|a| matches!(a, ContainerAction::Start { .. }));
+    let pod_volumes = pod_volumes(state, &pod, starting).await?;
     // Listed at most once per sync, and only when a container starts.
     let mut links: Option<Vec<(String, String)>> = None;
-    for action in plan::plan(&spec, &records, chrono::Utc::now()) {
+    for action in actions {
         match action {
             ContainerAction::Start { name, attempt } => {
                 let Some(c) = spec.containers.iter().find(|c| c.name == name) else {
                     continue;
+                };
+                let dir = volumes::pod_volumes_dir(&a.ctx.pods_dir, &a.uid);
+                let mounts = pod_volumes.clone().and_then(|v| {
+                    volumes::plan::container_mounts(c, &v, |n| dir.join(n))
+                        .map_err(|e| e.to_string())
+                });
+                let mounts = match mounts {
+                    Ok(mounts) => mounts,
+                    Err(message) => {
+                        tracing::info!(namespace = %a.namespace, pod = %a.name, container = %name, reason = %message, "volumes not ready");
+                        let reason = "CreateContainerConfigError".into();
+                        state
+                            .start_failures
+                            .insert(name, StartFailure { reason, message });
+                        continue;
+                    }
                 };
                 let failures = state.pull_failures.entry(name.clone()).or_default();
                 if let Err(f) = images::ensure_image(&a.ctx, c, failures).await {
@@ -245,10 +271,25 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                     Some(links) => links.clone(),
                     None => links.insert(service_variables(&a, &spec).await?).clone(),
                 };
-                let cspec = container_spec(&a, &pod, c, attempt, netns.clone(), links);
+                let mut cspec = container_spec(&a, &pod, c, attempt, netns.clone(), links);
+                cspec.mounts = mounts;
                 let limits = images::resources(c);
                 let rt = a.ctx.runtime.clone();
-                match blocking(move || Ok(rt.start_container_with(&cspec, &limits)?)).await {
+                let start = move || {
+                    // As the kubelet: a subPath missing in a volume of the pod is created.
+                    for m in cspec.mounts.iter().filter(|m| m.source.starts_with(&dir)) {
+                        if !m.source.exists() {
+                            std::fs::create_dir_all(&m.source).map_err(|e| {
+                                Error::FailedPrecondition(format!(
+                                    "create subPath {}: {e}",
+                                    m.source.display()
+                                ))
+                            })?;
+                        }
+                    }
+                    Ok(rt.start_container_with(&cspec, &limits)?)
+                };
+                match blocking(start).await {
                     Ok(_) => {
                         state.start_failures.remove(&name);
                         tracing::info!(namespace = %a.namespace, pod = %a.name, container = %name, attempt, "container started");
@@ -487,7 +528,7 @@ async fn pod_records(a: &PodWorkerArgs) -> Result<Vec<runtime::ContainerStatus>>
 /// Stops and removes every container of the pod and its network namespace. Idempotent.
 async fn teardown(a: &PodWorkerArgs, grace: Duration) -> Result<()> {
     let (rt, mgr, uid) = (a.ctx.runtime.clone(), a.ctx.netns.clone(), a.uid.clone());
-    let network = a.ctx.network.clone();
+    let (network, pods_dir) = (a.ctx.network.clone(), a.ctx.pods_dir.clone());
     blocking(move || {
         for c in rt
             .list_containers()?
@@ -497,6 +538,7 @@ async fn teardown(a: &PodWorkerArgs, grace: Duration) -> Result<()> {
             rt.stop_container(&c.id, grace)?;
             rt.remove_container(&c.id)?;
         }
+        volumes::teardown(&pods_dir, &uid)?;
         if let Some(network) = &network {
             network.detach(&uid)?;
         }
@@ -562,5 +604,31 @@ fn container_spec(
             spec.hostname.clone()
         },
         netns_path: Some(netns),
+        mounts: Vec::new(),
+    }
+}
+
+/// The pod's volumes, prepared when a container is about to start or the last refresh is
+/// older than [`volumes::REFRESH`], else as last prepared. `Err` holds a configuration
+/// problem for the containers' status; node failures are the sync's error.
+async fn pod_volumes(
+    state: &mut PodWorkerState,
+    pod: &v1::Pod,
+    starting: bool,
+) -> Result<std::result::Result<Vec<volumes::plan::PlannedVolume>, String>> {
+    let due = state
+        .volumes
+        .as_ref()
+        .is_none_or(|(_, at)| at.elapsed() >= volumes::REFRESH);
+    if !starting && !due {
+        return Ok(Ok(state.volumes.clone().map(|v| v.0).unwrap_or_default()));
+    }
+    match volumes::prepare(&state.args.ctx, pod).await {
+        Ok(planned) => {
+            state.volumes = Some((planned.clone(), Instant::now()));
+            Ok(Ok(planned))
+        }
+        Err(PrepareFailure::Config(message)) => Ok(Err(message)),
+        Err(PrepareFailure::Node(e)) => Err(e),
     }
 }

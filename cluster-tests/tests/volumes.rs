@@ -3,6 +3,7 @@
 //! and a PersistentVolumeClaim bound to a hostPath volume, all seen from inside the
 //! containers; a ConfigMap update reaches the running pod; a missing ConfigMap holds the pod
 //! with `CreateContainerConfigError` until it exists; deleting the pod leaves no mount.
+//! Environment variables come from the same ConfigMap and Secret and from pod fields.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -89,12 +90,19 @@ spec:
     - {{name: info, mountPath: /info}}
     - {{name: host, mountPath: /host}}
     - {{name: data, mountPath: /data}}
+    env:
+    - {{name: PASS, valueFrom: {{secretKeyRef: {{name: app-secret, key: password}}}}}}
+    - {{name: MY_POD, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: GREETING, value: "hi-$(MY_POD)"}}
+    envFrom:
+    - {{prefix: CFG_, configMapRef: {{name: app-config}}}}
     command:
     - sh
     - -c
     - |
       until [ -f /scratch/msg ]; do sleep 0.2; done
       echo "scratch=$(cat /scratch/msg)"
+      echo "env=$PASS $GREETING $CFG_unused"
       echo "subpath=$(cat /etc/app.ini)"
       echo "secret=$(cat /secret/password) mode=$(stat -c %a /secret/..data/password)"
       echo "name=$(cat /info/name) labels=$(cat /info/labels)"
@@ -130,6 +138,7 @@ fn every_volume_type_is_seen_from_inside_and_config_updates_arrive() {
     });
     for want in [
         "scratch=from-writer",
+        "env=hunter2 hi-vols x",
         "subpath=mode=prod",
         "secret=hunter2 mode=400",
         "name=vols labels=app=\"vols\"",

@@ -4,6 +4,7 @@
 //! network namespaces that belong to no pod any more.
 
 pub mod context;
+pub mod env;
 pub mod images;
 pub mod network;
 pub mod node;

@@ -25,8 +25,8 @@ use super::images;
 use super::plan::{self, ContainerAction, StartFailure};
 use super::probe::{ContainerProber, ProbeKind, ProbeOutcome, Restart};
 use super::prober::{self, ProbeTarget};
-use super::service_env;
 use super::volumes::{self, PrepareFailure};
+use super::{env, service_env};
 use crate::error::{Error, Result};
 
 /// How often a worker re-syncs without a trigger.
@@ -100,7 +100,7 @@ pub struct PodWorkerState {
     killing: HashSet<String>,
     /// The pod's volumes as last prepared, and when (files volumes are refreshed every
     /// [`volumes::REFRESH`]).
-    volumes: Option<(Vec<volumes::plan::PlannedVolume>, Instant)>,
+    volumes: Option<(volumes::Prepared, Instant)>,
 }
 
 /// The probes of one running container attempt, and what running them needs.
@@ -246,14 +246,25 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                     continue;
                 };
                 let dir = volumes::pod_volumes_dir(&a.ctx.pods_dir, &a.uid);
-                let mounts = pod_volumes.clone().and_then(|v| {
-                    volumes::plan::container_mounts(c, &v, |n| dir.join(n))
-                        .map_err(|e| e.to_string())
+                let links = match &links {
+                    Some(links) => links.clone(),
+                    None => links.insert(service_variables(&a, &spec).await?).clone(),
+                };
+                let facts = env::PodFacts {
+                    host_ip: a.ctx.host_ip.clone(),
+                    pod_ip: pod_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    node_name: a.ctx.node_name.clone(),
+                };
+                let made = pod_volumes.as_ref().map_err(Clone::clone).and_then(|p| {
+                    let mounts = volumes::plan::container_mounts(c, &p.volumes, |n| dir.join(n))
+                        .map_err(|e| e.to_string())?;
+                    let env = env::container_env(&pod, c, &p.fetched, &facts, links)?;
+                    Ok((mounts, env))
                 });
-                let mounts = match mounts {
-                    Ok(mounts) => mounts,
+                let (mounts, env) = match made {
+                    Ok(made) => made,
                     Err(message) => {
-                        tracing::info!(namespace = %a.namespace, pod = %a.name, container = %name, reason = %message, "volumes not ready");
+                        tracing::info!(namespace = %a.namespace, pod = %a.name, container = %name, reason = %message, "container configuration not ready");
                         let reason = "CreateContainerConfigError".into();
                         state
                             .start_failures
@@ -267,12 +278,10 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                     state.start_failures.insert(name, f);
                     continue;
                 }
-                let links = match &links {
-                    Some(links) => links.clone(),
-                    None => links.insert(service_variables(&a, &spec).await?).clone(),
+                let cspec = runtime::ContainerSpec {
+                    mounts,
+                    ..container_spec(&a, &pod, c, attempt, netns.clone(), env)
                 };
-                let mut cspec = container_spec(&a, &pod, c, attempt, netns.clone(), links);
-                cspec.mounts = mounts;
                 let limits = images::resources(c);
                 let rt = a.ctx.runtime.clone();
                 let start = move || {
@@ -577,7 +586,7 @@ fn container_spec(
     c: &v1::Container,
     attempt: u32,
     netns: std::path::PathBuf,
-    service_links: Vec<(String, String)>,
+    env: Vec<(String, String)>,
 ) -> runtime::ContainerSpec {
     let spec = pod.spec.clone().unwrap_or_default();
     runtime::ContainerSpec {
@@ -588,15 +597,9 @@ fn container_spec(
         container_name: c.name.clone(),
         attempt,
         image: c.image.clone(),
-        command: c.command.clone(),
-        args: c.args.clone(),
-        env: service_env::merge(
-            service_links,
-            c.env
-                .iter()
-                .map(|e| (e.name.clone(), e.value.clone()))
-                .collect(),
-        ),
+        command: env::expand_all(&c.command, &env),
+        args: env::expand_all(&c.args, &env),
+        env,
         working_dir: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
         hostname: if spec.hostname.is_empty() {
             a.name.clone()
@@ -608,14 +611,15 @@ fn container_spec(
     }
 }
 
-/// The pod's volumes, prepared when a container is about to start or the last refresh is
-/// older than [`volumes::REFRESH`], else as last prepared. `Err` holds a configuration
-/// problem for the containers' status; node failures are the sync's error.
+/// The pod's volumes (and what they and the environments reference), prepared when a
+/// container is about to start or the last refresh is older than [`volumes::REFRESH`], else
+/// as last prepared. `Err` holds a configuration problem for the containers' status; node
+/// failures are the sync's error.
 async fn pod_volumes(
     state: &mut PodWorkerState,
     pod: &v1::Pod,
     starting: bool,
-) -> Result<std::result::Result<Vec<volumes::plan::PlannedVolume>, String>> {
+) -> Result<std::result::Result<volumes::Prepared, String>> {
     let due = state
         .volumes
         .as_ref()
@@ -624,9 +628,9 @@ async fn pod_volumes(
         return Ok(Ok(state.volumes.clone().map(|v| v.0).unwrap_or_default()));
     }
     match volumes::prepare(&state.args.ctx, pod).await {
-        Ok(planned) => {
-            state.volumes = Some((planned.clone(), Instant::now()));
-            Ok(Ok(planned))
+        Ok(prepared) => {
+            state.volumes = Some((prepared.clone(), Instant::now()));
+            Ok(Ok(prepared))
         }
         Err(PrepareFailure::Config(message)) => Ok(Err(message)),
         Err(PrepareFailure::Node(e)) => Err(e),

@@ -61,17 +61,6 @@ pub fn variables(services: &[v1::Service]) -> Vec<(String, String)> {
     vars
 }
 
-/// `service` variables first, then the container's `own` variables; a name the container sets
-/// itself is not also set from a Service.
-pub fn merge(service: Vec<(String, String)>, own: Vec<(String, String)>) -> Vec<(String, String)> {
-    let mut merged: Vec<(String, String)> = service
-        .into_iter()
-        .filter(|(name, _)| !own.iter().any(|(n, _)| n == name))
-        .collect();
-    merged.extend(own);
-    merged
-}
-
 /// Kubernetes' variable name for a Service or port name: upper case, `-` as `_`.
 fn env_name(name: &str) -> String {
     name.replace('-', "_").to_uppercase()
@@ -158,18 +147,7 @@ mod tests {
     }
 
     #[test]
-    fn the_containers_own_variable_wins_and_service_links_default_on() {
-        let vars = variables(&[service("web", "10.96.0.10", &[("", "", 80)])]);
-        let merged = merge(vars, vec![("WEB_SERVICE_PORT".into(), "8080".into())]);
-        let ports: Vec<_> = merged
-            .iter()
-            .filter(|(n, _)| n == "WEB_SERVICE_PORT")
-            .collect();
-        assert_eq!(
-            ports,
-            [&("WEB_SERVICE_PORT".to_string(), "8080".to_string())]
-        );
-        assert_eq!(get(&merged, "WEB_SERVICE_HOST"), Some("10.96.0.10"));
+    fn service_links_default_on() {
         assert!(wanted(&v1::PodSpec::default()));
         assert!(!wanted(&v1::PodSpec {
             enable_service_links: Some(false),

@@ -39,20 +39,33 @@ pub enum PrepareFailure {
     Node(Error),
 }
 
-/// Fetches what the pod's volumes reference, plans them, and sets them up under the pod's
-/// volume directory. Returns the plan for [`plan::container_mounts`].
+/// The pod's volumes as planned and set up, and the objects they and the containers'
+/// environments reference.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// The volumes, for [`plan::container_mounts`].
+    pub volumes: Vec<PlannedVolume>,
+    /// The ConfigMaps, Secrets and claims referenced, for [`super::env`].
+    pub fetched: Fetched,
+}
+
+/// Fetches what the pod's volumes and environments reference, plans the volumes, and sets
+/// them up under the pod's volume directory.
 pub async fn prepare(
     ctx: &AgentContext,
     pod: &v1::Pod,
-) -> std::result::Result<Vec<PlannedVolume>, PrepareFailure> {
+) -> std::result::Result<Prepared, PrepareFailure> {
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
-    if spec.volumes.is_empty() {
-        return Ok(Vec::new());
-    }
     let fetched = fetch(ctx, &meta.namespace, &plan::references(&spec))
         .await
         .map_err(PrepareFailure::Node)?;
+    if spec.volumes.is_empty() {
+        return Ok(Prepared {
+            volumes: Vec::new(),
+            fetched,
+        });
+    }
     let planned = plan::plan(pod, &fetched).map_err(|e| PrepareFailure::Config(e.to_string()))?;
     let dir = pod_volumes_dir(&ctx.pods_dir, &meta.uid);
     let to_set_up = planned.clone();
@@ -65,7 +78,10 @@ pub async fn prepare(
         Error::FailedPrecondition(msg) if msg.contains("hostPath") => PrepareFailure::Config(msg),
         e => PrepareFailure::Node(e),
     })?;
-    Ok(planned)
+    Ok(Prepared {
+        volumes: planned,
+        fetched,
+    })
 }
 
 /// Removes pod `uid`'s volumes from the node (blocking).

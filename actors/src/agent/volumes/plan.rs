@@ -152,7 +152,8 @@ pub struct References {
     pub claims: Vec<String>,
 }
 
-/// What the pod's volumes reference (deduplicated, sorted).
+/// What the pod's volumes and its containers' environments reference (deduplicated,
+/// sorted).
 pub fn references(spec: &v1::PodSpec) -> References {
     let mut refs = References::default();
     for v in &spec.volumes {
@@ -171,6 +172,25 @@ pub fn references(spec: &v1::PodSpec) -> References {
             }
             if let Some(s) = &p.secret {
                 refs.secrets.push(s.name.clone());
+            }
+        }
+    }
+    // Environment sources too, so one fetch serves volumes and `env`/`envFrom`.
+    for c in spec.init_containers.iter().chain(&spec.containers) {
+        for from in &c.env_from {
+            if let Some(cm) = &from.config_map_ref {
+                refs.config_maps.push(cm.name.clone());
+            }
+            if let Some(s) = &from.secret_ref {
+                refs.secrets.push(s.name.clone());
+            }
+        }
+        for from in c.env.iter().filter_map(|e| e.value_from.as_ref()) {
+            if let Some(r) = &from.config_map_key_ref {
+                refs.config_maps.push(r.name.clone());
+            }
+            if let Some(r) = &from.secret_key_ref {
+                refs.secrets.push(r.name.clone());
             }
         }
     }
@@ -486,7 +506,7 @@ fn relative_path_ok(path: &str) -> bool {
 }
 
 /// The downward API fields volumes may use (metadata only, as in Kubernetes).
-fn field_value(pod: &v1::Pod, path: &str) -> Option<String> {
+pub(crate) fn field_value(pod: &v1::Pod, path: &str) -> Option<String> {
     let meta = pod.metadata.clone().unwrap_or_default();
     let map_text = |m: &BTreeMap<String, String>| {
         m.iter()
@@ -522,7 +542,7 @@ fn field_value(pod: &v1::Pod, path: &str) -> Option<String> {
 /// `limits.cpu`, `requests.memory`, ... of a container, divided by the divisor and rounded up
 /// (as the kubelet does); an unset limit reads as 0 here (the kubelet would use the node's
 /// allocatable, which this agent does not track yet).
-fn resource_value(
+pub(crate) fn resource_value(
     spec: &v1::PodSpec,
     r: &v1::ResourceFieldSelector,
 ) -> std::result::Result<String, String> {

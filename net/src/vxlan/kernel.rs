@@ -83,6 +83,8 @@ impl VxlanTable for KernelVxlan {
         with_handle(device, |handle| async move {
             let index = get_link(&handle, device).await?.header.index;
             let result = match entry {
+                // `replace` for FDB and neighbour entries: an entry the kernel learned or
+                // resolved itself for that MAC or address gives way to ours.
                 VxlanEntry::Fdb { mac, dst } => {
                     handle
                         .neighbours()
@@ -90,11 +92,11 @@ impl VxlanTable for KernelVxlan {
                         .destination(IpAddr::V4(dst))
                         .flags(vec![NeighbourFlag::Own])
                         .state(NeighbourState::Permanent)
+                        .replace()
                         .execute()
                         .await
                 }
                 VxlanEntry::Neighbour { ip, mac } => {
-                    // `replace`: an entry the kernel resolved itself for that address gives way.
                     handle
                         .neighbours()
                         .add(index, IpAddr::V4(ip))
@@ -110,12 +112,9 @@ impl VxlanTable for KernelVxlan {
                     request.execute().await
                 }
             };
-            match result {
-                Ok(()) => Ok(()),
-                // Added concurrently, exactly as wanted: the entry's key includes its value.
-                Err(err) if is_errno(&err, nix::libc::EEXIST) => Ok(()),
-                Err(source) => Err(entry_error("add", &entry.to_string(), source)),
-            }
+            // A route refused with EEXIST collides with a foreign route for the subnet: that
+            // is reported, not taken for ours.
+            result.map_err(|source| entry_error("add", &entry.to_string(), source))
         })
     }
 

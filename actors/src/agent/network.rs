@@ -121,8 +121,13 @@ impl PodNetwork {
         };
         match self.config.mode {
             InterNodeMode::HostGw => {
+                // The device goes first: its routes would collide with the host-gw ones.
+                match net::delete_vxlan(&self.config.vxlan.device) {
+                    // A foreign link of that name holds none of our state.
+                    Ok(()) | Err(net::Error::NotAVxlan { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
                 let diff = net::sync_routes(peers)?;
-                net::delete_vxlan(&self.config.vxlan.device)?;
                 Ok(PeerChanges {
                     added: diff.add.len(),
                     removed: diff.remove.len(),

@@ -46,7 +46,10 @@ impl Agent {
         i: u8,
         args: &[&str],
     ) -> Agent {
-        let own = make_host_netns(&format!("{node}-{i}-{}", std::process::id()));
+        // Unique per process and call: tests of one process run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000;
+        let own = make_host_netns(&format!("{}{n:03}", std::process::id()));
         let (outside, inside) = (format!("ag{i}"), format!("ag{i}-in"));
         let host = server.host_netns();
         must_ip(&[

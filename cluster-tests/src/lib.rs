@@ -77,13 +77,37 @@ pub struct Server {
     port: u16,
     child: Option<Child>,
     debug: bool,
+    listen_ip: String,
+    args: Vec<String>,
     /// Node name of this server's agent.
     pub node: String,
+}
+
+/// How [`Server::start_with`] sets up a server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Serve the debug service.
+    pub debug: bool,
+    /// A link `uplink` holding this address (/32) in the server's namespace, for a
+    /// server that other namespaces reach by that address (see [`Agent::join_routed`]); the
+    /// server then listens on all addresses and reports this one as its node's address.
+    pub uplink: Option<std::net::Ipv4Addr>,
+    /// More `capstan server` flags.
+    pub args: Vec<String>,
 }
 
 impl Server {
     /// Starts a server (with the debug service when `debug`) and imports the busybox image.
     pub fn start(debug: bool) -> Server {
+        Server::start_with(ServerOptions {
+            debug,
+            uplink: None,
+            args: Vec::new(),
+        })
+    }
+
+    /// Starts a server as `options` say and imports the busybox image.
+    pub fn start_with(options: ServerOptions) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("capstan-test-")
             .tempdir()
@@ -96,15 +120,29 @@ impl Server {
             .to_string();
         let netns_dir = PathBuf::from(format!("/run/{tag}/netns"));
         let host_netns = make_host_netns(&tag);
+        let mut args = options.args;
+        let listen_ip = match options.uplink {
+            Some(ip) => {
+                args.extend(["--host-ip".to_string(), ip.to_string()]);
+                "0.0.0.0".to_string()
+            }
+            None => "127.0.0.1".to_string(),
+        };
         let mut s = Server {
             dir,
             host_netns,
             netns_dir,
             port: 0,
             child: None,
-            debug,
+            debug: options.debug,
+            listen_ip,
+            args,
             node: "test-node".into(),
         };
+        if let Some(ip) = options.uplink {
+            // After `s` exists, so that its drop removes the namespace if this fails.
+            add_uplink(&s.host_netns, ip);
+        }
         let out = s.cli(&[
             "image",
             "import",
@@ -131,6 +169,12 @@ impl Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The API endpoint at address `ip` of the server's namespace (servers started with an
+    /// [`ServerOptions::uplink`] listen on all addresses).
+    pub fn url_at(&self, ip: std::net::Ipv4Addr) -> String {
+        format!("http://{ip}:{}", self.port)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("server.log")
     }
@@ -147,7 +191,8 @@ impl Server {
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.listen_ip, self.port))
+            .args(&self.args)
             .arg("--node-name")
             .arg(&self.node)
             .arg("--netns-dir")
@@ -415,6 +460,43 @@ pub(crate) fn make_host_netns(tag: &str) -> String {
         .success();
     assert!(ok, "cannot bring lo up in {name}");
     name
+}
+
+/// Runs `ip` with `args` and panics when it fails (test network setup only).
+pub(crate) fn must_ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A link `uplink` holding `ip`/32 in `netns`, up, and IPv4 forwarding on there (the
+/// namespace routes between the agents' namespaces). The link is a veth whose peer stays
+/// beside it (`dummy` links need a kernel module test machines may lack).
+fn add_uplink(netns: &str, ip: std::net::Ipv4Addr) {
+    let address = format!("{ip}/32");
+    for args in [
+        &[
+            "link", "add", "uplink", "type", "veth", "peer", "name", "uplink-p",
+        ][..],
+        &["addr", "add", &address, "dev", "uplink"],
+        &["link", "set", "uplink-p", "up"],
+        &["link", "set", "uplink", "up"],
+    ] {
+        let mut all = vec!["-n", netns];
+        all.extend(args);
+        must_ip(&all);
+    }
+    must_ip(&[
+        "netns",
+        "exec",
+        netns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
 }
 
 /// A `capstan` command that runs in network namespace `netns` (only the network namespace is

@@ -122,6 +122,27 @@ pub enum Error {
         link: String,
     },
 
+    /// The link exists but is not a VXLAN device (someone else owns that name); pick another
+    /// VXLAN device name or remove the link.
+    #[error("link {link:?} exists but is not a vxlan device")]
+    NotAVxlan {
+        /// The link name.
+        link: String,
+    },
+
+    /// A netlink request about a VXLAN peer entry (neighbour, FDB entry or route) failed;
+    /// re-read the entries and retry.
+    #[error("netlink {op} on vxlan entry {entry}: {source}")]
+    NetlinkVxlan {
+        /// The request that failed (e.g. `add`).
+        op: &'static str,
+        /// The entry it addressed, formatted (e.g. `fdb 0a:58:0a:f4:01:00 dst 192.168.0.2`).
+        entry: String,
+        /// The underlying netlink error (boxed: it is large and this path is cold).
+        #[source]
+        source: Box<rtnetlink::Error>,
+    },
+
     /// Every node subnet of the cluster CIDR is claimed; enlarge the cluster CIDR or free
     /// the subnets of deleted nodes.
     #[error("no free /{node_prefix} node subnet left in cluster CIDR {cidr}")]

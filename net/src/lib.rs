@@ -21,6 +21,7 @@ pub mod services;
 pub mod subnet;
 pub mod sysctl;
 pub mod veth;
+pub mod vxlan;
 
 pub use bridge::{NodeNetwork, DEFAULT_BRIDGE};
 pub use error::{Error, Result};
@@ -36,3 +37,4 @@ pub use services::{
     sync_services, Endpoint, Protocol, ProxyConfig, ServicePort, ServiceSpec, SyncStats,
 };
 pub use veth::{attach_pod, detach_pod, host_ifname, PodInterface};
+pub use vxlan::{delete_vxlan, VxlanConfig, VxlanDevice, VxlanPeer};

@@ -1,8 +1,9 @@
 //! Host-gw routing between nodes: every other node's pod subnet is reached via that node's
 //! address. It owns the pure diff between wanted and present routes and its application to
 //! the kernel's main table through a small [`RouteTable`] trait. Routes it installs carry
-//! protocol [`ROUTE_PROTOCOL`]; it reads, changes and deletes only those, never a foreign
-//! route. The kernel side acts on the calling thread's network namespace and blocks.
+//! protocol [`ROUTE_PROTOCOL`]; it reads, changes and deletes only those without `onlink`
+//! (those with it belong to [`crate::vxlan`]), never a foreign route. The kernel side acts
+//! on the calling thread's network namespace and blocks.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,7 +12,8 @@ use std::net::Ipv4Addr;
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlag, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::AddressFamily;
 use rtnetlink::IpVersion;
@@ -188,12 +190,13 @@ fn route_message(route: &PeerRoute) -> RouteMessage {
     message
 }
 
-/// Our route in `message`, or `None` for anything foreign (other protocol or table, no
-/// gateway, not IPv4).
+/// Our host-gw route in `message`, or `None` for anything foreign (other protocol or table,
+/// no gateway, not IPv4) and for our VXLAN routes, which are `onlink` (see [`crate::vxlan`]).
 fn parse_owned(message: &RouteMessage) -> Option<PeerRoute> {
     let header = &message.header;
     if header.protocol != RouteProtocol::from(ROUTE_PROTOCOL)
         || header.address_family != AddressFamily::Inet
+        || header.flags.contains(&RouteFlag::Onlink)
     {
         return None;
     }
@@ -348,5 +351,12 @@ mod tests {
         let mut other_table = ours.clone();
         other_table.header.table = 100;
         assert_eq!(parse_owned(&other_table), None);
+        let mut vxlan = ours.clone();
+        vxlan.header.flags.push(RouteFlag::Onlink);
+        assert_eq!(
+            parse_owned(&vxlan),
+            None,
+            "vxlan routes are not host-gw routes"
+        );
     }
 }

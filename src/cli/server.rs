@@ -46,6 +46,29 @@ pub struct NodeArgs {
     /// The nftables table the Service proxy owns.
     #[arg(long, default_value = "capstan")]
     proxy_table: String,
+    /// How pod traffic reaches other nodes: `host-gw` (routes via each node's address; the
+    /// nodes must share a segment) or `vxlan` (encapsulated towards each node's address).
+    /// Switching modes removes the other mode's routes or device.
+    #[arg(long, value_enum, default_value = "host-gw")]
+    network_mode: NetworkMode,
+    /// Name of the VXLAN device (`--network-mode vxlan`).
+    #[arg(long, default_value = net::vxlan::DEFAULT_VXLAN_DEVICE)]
+    vxlan_device: String,
+    /// VXLAN network identifier, the same on every node (`--network-mode vxlan`).
+    #[arg(long, default_value_t = net::vxlan::DEFAULT_VNI, value_parser = clap::value_parser!(u32).range(1..=16_777_215))]
+    vxlan_vni: u32,
+    /// VXLAN UDP port, the same on every node (`--network-mode vxlan`).
+    #[arg(long, default_value_t = net::vxlan::DEFAULT_VXLAN_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    vxlan_port: u16,
+}
+
+/// How pod traffic reaches other nodes (`--network-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkMode {
+    /// Routes to each node's pod subnet via its address.
+    HostGw,
+    /// A VXLAN device with an entry per node.
+    Vxlan,
 }
 
 /// How pods are networked on a node.
@@ -68,6 +91,15 @@ impl NodeArgs {
                 state_dir: data_dir.join("network"),
                 cluster_cidr: self.cluster_cidr,
                 proxy_table: self.proxy_table.clone(),
+                mode: match self.network_mode {
+                    NetworkMode::HostGw => actors::agent::network::InterNodeMode::HostGw,
+                    NetworkMode::Vxlan => actors::agent::network::InterNodeMode::Vxlan,
+                },
+                vxlan: net::VxlanConfig {
+                    device: self.vxlan_device.clone(),
+                    vni: self.vxlan_vni,
+                    port: self.vxlan_port,
+                },
             }
         });
         Ok(actors::server::NodeSettings {

@@ -353,8 +353,9 @@ async fn sync(myself: &ActorRef<NodeAgentMsg>, state: &mut NodeAgentState) -> Re
     collect_orphans(state, &mine).await
 }
 
-/// Brings the node's bridge up once the control plane assigned its subnet, keeps the routes to
-/// the other nodes' subnets exact, and frees addresses of pods that are gone.
+/// Brings the node's bridge up once the control plane assigned its subnet, keeps the way to
+/// the other nodes' subnets (host-gw routes or VXLAN entries) exact, and frees addresses of
+/// pods that are gone.
 async fn sync_network(
     state: &NodeAgentState,
     network: &std::sync::Arc<network::PodNetwork>,
@@ -377,8 +378,8 @@ async fn sync_network(
             tracing::debug!(node = %ctx.node_name, "no pod subnet assigned yet");
             return Ok(());
         };
-        let n = network.clone();
-        blocking(move || n.init(subnet)).await?;
+        let (n, node_ip) = (network.clone(), ctx.host_ip.clone());
+        blocking(move || n.init(subnet, &node_ip)).await?;
     }
     let routes = network::peer_routes(&nodes, &ctx.node_name, &ctx.host_ip);
     let live: Vec<String> = mine
@@ -390,14 +391,14 @@ async fn sync_network(
     let endpoints: Vec<v1::Endpoints> = list_typed(ctx, Kind::Endpoints).await?;
     let proxy = proxy::proxy_input(&services, &endpoints);
     let node_ip = ctx.host_ip.parse().ok();
-    let n = network.clone();
+    let (n, host_ip) = (network.clone(), ctx.host_ip.clone());
     blocking(move || {
         n.sync_services(&proxy, node_ip)?;
-        let diff = net::sync_routes(&routes)?;
-        if !diff.add.is_empty() || !diff.remove.is_empty() {
+        let changes = n.sync_peers(&routes, &host_ip)?;
+        if changes.added > 0 || changes.removed > 0 {
             tracing::info!(
-                added = diff.add.len(),
-                removed = diff.remove.len(),
+                added = changes.added,
+                removed = changes.removed,
                 "routes to other nodes updated"
             );
         }

@@ -1,4 +1,5 @@
-//! Node-level gRPC services: container logs (what kubelet serves to `kubectl logs`) and the
+//! Node-level gRPC services: container logs and exec (what kubelet serves to `kubectl logs`
+//! and `kubectl exec`) and the
 //! debug service that lets chaos tests kill actors by name (off unless enabled).
 
 use std::pin::Pin;
@@ -44,20 +45,18 @@ impl NodeService {
     pub fn new(ctx: AgentContext) -> Self {
         NodeService { ctx }
     }
-}
 
-type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl pb::node_service_server::NodeService for NodeService {
-    type LogsStream = LogStream;
-
-    async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
-        let r = req.into_inner();
+    /// The named (or only) container of the pod, and its attempts on this node, newest first.
+    async fn attempts(
+        &self,
+        namespace: &str,
+        pod_name: &str,
+        container: &str,
+    ) -> Result<(String, Vec<runtime::ContainerStatus>), Status> {
         let obj = self
             .ctx
             .client
-            .get(Kind::Pod, &r.namespace, &r.pod)
+            .get(Kind::Pod, namespace, pod_name)
             .await
             .map_err(|e| match e {
                 ClientError::NotFound(m) => Status::not_found(m),
@@ -65,8 +64,7 @@ impl pb::node_service_server::NodeService for NodeService {
             })?;
         let Some(v1::object::Kind::Pod(pod)) = obj.kind else {
             return Err(Status::not_found(format!(
-                "pod {}/{} not found",
-                r.namespace, r.pod
+                "pod {namespace}/{pod_name} not found"
             )));
         };
         let uid = pod
@@ -79,37 +77,77 @@ impl pb::node_service_server::NodeService for NodeService {
             .as_ref()
             .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
             .unwrap_or_default();
-        let container =
-            match (r.container.is_empty(), names.as_slice()) {
-                (false, _) if names.contains(&r.container) => r.container.clone(),
-                (false, _) => {
-                    return Err(Status::invalid_argument(format!(
-                    "container: Invalid value: {:?}: not a container of pod {}; choose one of: {}",
-                    r.container, r.pod, names.join(", ")
+        let container = match (container.is_empty(), names.as_slice()) {
+            (false, _) if names.iter().any(|n| n == container) => container.to_owned(),
+            (false, _) => {
+                return Err(Status::invalid_argument(format!(
+                    "container: Invalid value: {container:?}: not a container of pod {pod_name}; choose one of: {}",
+                    names.join(", ")
                 )))
-                }
-                (true, [only]) => only.clone(),
-                (true, _) => {
-                    return Err(Status::invalid_argument(format!(
-                        "container: Required value: pod {} has {} containers; choose one of: {}",
-                        r.pod,
-                        names.len(),
-                        names.join(", ")
-                    )))
-                }
-            };
+            }
+            (true, [only]) => only.clone(),
+            (true, _) => {
+                return Err(Status::invalid_argument(format!(
+                    "container: Required value: pod {pod_name} has {} containers; choose one of: {}",
+                    names.len(),
+                    names.join(", ")
+                )))
+            }
+        };
         let rt = self.ctx.runtime.clone();
-        let (uid2, c2) = (uid.clone(), container.clone());
+        let c2 = container.clone();
         let mut attempts: Vec<runtime::ContainerStatus> = blocking(move || {
             Ok(rt
                 .list_containers()?
                 .into_iter()
-                .filter(|c| c.pod_uid == uid2 && c.container_name == c2)
+                .filter(|c| c.pod_uid == uid && c.container_name == c2)
                 .collect())
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
         attempts.sort_by_key(|r| std::cmp::Reverse(r.attempt));
+        Ok((container, attempts))
+    }
+}
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+type ExecStream = Pin<Box<dyn Stream<Item = Result<pb::ExecOutput, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::node_service_server::NodeService for NodeService {
+    type LogsStream = LogStream;
+    type ExecStream = ExecStream;
+
+    async fn exec(&self, req: Request<pb::ExecRequest>) -> Result<Response<ExecStream>, Status> {
+        let r = req.into_inner();
+        if r.command.is_empty() || r.command[0].is_empty() {
+            return Err(Status::invalid_argument("command: Required value"));
+        }
+        let (container, attempts) = self.attempts(&r.namespace, &r.pod, &r.container).await?;
+        let running = attempts
+            .first()
+            .filter(|a| matches!(a.state, runtime::ContainerState::Running { .. }));
+        let Some(record) = running.cloned() else {
+            return Err(Status::failed_precondition(format!(
+                "container {container:?} of pod {:?} is not running",
+                r.pod
+            )));
+        };
+        let (rt, id, argv) = (
+            self.ctx.runtime.clone(),
+            record.id.clone(),
+            r.command.clone(),
+        );
+        let child = blocking(move || Ok(rt.spawn_exec(&id, &argv)?))
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        tracing::info!(namespace = %r.namespace, pod = %r.pod, container = %container, command = ?r.command, "exec");
+        Ok(Response::new(Box::pin(exec_stream(child))))
+    }
+
+    async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
+        let r = req.into_inner();
+        let (container, attempts) = self.attempts(&r.namespace, &r.pod, &r.container).await?;
         let pick = if r.previous {
             attempts.get(1)
         } else {
@@ -131,6 +169,64 @@ impl pb::node_service_server::NodeService for NodeService {
         let stream = async_stream(record, runtime, follow);
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// Streams the exec'd process's output as it comes, then its exit code.
+fn exec_stream(
+    mut child: std::process::Child,
+) -> impl Stream<Item = Result<pb::ExecOutput, Status>> + Send {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let pump = |stream: Option<Box<dyn Read + Send>>, tx: tokio::sync::mpsc::Sender<_>, is_err| {
+        tokio::task::spawn_blocking(move || {
+            let Some(mut stream) = stream else { return };
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let data = buf[..n].to_vec();
+                let chunk = if is_err {
+                    pb::ExecOutput {
+                        stderr: data,
+                        ..Default::default()
+                    }
+                } else {
+                    pb::ExecOutput {
+                        stdout: data,
+                        ..Default::default()
+                    }
+                };
+                if tx.blocking_send(Ok(chunk)).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let out = child
+        .stdout
+        .take()
+        .map(|s| Box::new(s) as Box<dyn Read + Send>);
+    let err = child
+        .stderr
+        .take()
+        .map(|s| Box::new(s) as Box<dyn Read + Send>);
+    let (out, err) = (pump(out, tx.clone(), false), pump(err, tx.clone(), true));
+    tokio::spawn(async move {
+        let _ = out.await;
+        let _ = err.await;
+        let status = tokio::task::spawn_blocking(move || child.wait()).await;
+        let last = match status {
+            Ok(Ok(status)) => Ok(pb::ExecOutput {
+                exit_code: Some(status.code().unwrap_or(runtime::shim::EXEC_FAILED)),
+                ..Default::default()
+            }),
+            Ok(Err(e)) => Err(Status::internal(format!("waiting for exec: {e}"))),
+            Err(e) => Err(Status::internal(e.to_string())),
+        };
+        let _ = tx.send(last).await;
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 fn async_stream(

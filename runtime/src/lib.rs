@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod busybox;
 pub mod cgroups;
 pub mod error;
+mod exec;
 pub mod image_store;
 pub mod layers;
 pub mod layout;
@@ -25,6 +26,7 @@ pub mod state;
 mod types;
 
 pub use error::{Error, Result};
+pub use exec::ExecOutput;
 pub use image_store::{Image, ImageConfig, ImageInfo, ImageStore};
 pub use pull::{PullError, PullEvent, PullProgress, PullStats, Puller};
 pub use pull_policy::{PullAction, PullPolicy};

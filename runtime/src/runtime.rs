@@ -387,4 +387,9 @@ impl Runtime {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// The executable run as `<shim_exe> shim ...`.
+    pub(crate) fn shim_exe(&self) -> &Path {
+        &self.shim_exe
+    }
 }

@@ -47,15 +47,31 @@ pub struct StopRequest {
 /// What the command line asked the shim to do.
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
-    Run { root: PathBuf, id: String },
-    Cleanup { root: PathBuf, id: String },
+    Run {
+        root: PathBuf,
+        id: String,
+    },
+    Cleanup {
+        root: PathBuf,
+        id: String,
+    },
+    Exec {
+        root: PathBuf,
+        id: String,
+        argv: Vec<String>,
+    },
 }
 
 fn parse_args(args: &[OsString]) -> std::result::Result<Command, String> {
     let mut iter = args.iter().map(|a| a.to_string_lossy().into_owned());
-    let verb = iter.next().ok_or("missing subcommand (run|cleanup)")?;
+    let verb = iter.next().ok_or("missing subcommand (run|cleanup|exec)")?;
     let (mut root, mut id) = (None, None);
+    let mut argv = Vec::new();
     while let Some(flag) = iter.next() {
+        if flag == "--" {
+            argv = iter.by_ref().collect();
+            break;
+        }
         let value = iter
             .next()
             .ok_or_else(|| format!("missing value for {flag}"))?;
@@ -70,6 +86,8 @@ fn parse_args(args: &[OsString]) -> std::result::Result<Command, String> {
     match verb.as_str() {
         "run" => Ok(Command::Run { root, id }),
         "cleanup" => Ok(Command::Cleanup { root, id }),
+        "exec" if argv.is_empty() => Err("exec: missing command after --".into()),
+        "exec" => Ok(Command::Exec { root, id, argv }),
         other => Err(format!("unknown subcommand {other}")),
     }
 }
@@ -96,11 +114,30 @@ pub fn cleanup_args(root: &Path, id: &str) -> Vec<OsString> {
     ]
 }
 
+/// Command-line arguments (after `shim`) that run `argv` inside the running container `id`.
+pub fn exec_args(root: &Path, id: &str, argv: &[String]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "exec".into(),
+        "--root".into(),
+        root.into(),
+        "--id".into(),
+        id.into(),
+        "--".into(),
+    ];
+    args.extend(argv.iter().map(OsString::from));
+    args
+}
+
+/// The exit code of `shim exec` when the process could not be started in the container (as
+/// `docker exec`'s 126); the reason is on its stderr.
+pub const EXEC_FAILED: i32 = 126;
+
 /// Entry point of `capstan shim <args>`; `args` are the arguments after `shim`. Must be called
 /// before any thread exists. Returns the process exit code.
 pub fn shim_main(args: Vec<OsString>) -> i32 {
     match parse_args(&args) {
         Ok(Command::Run { root, id }) => run(&root, &id),
+        Ok(Command::Exec { root, id, argv }) => exec(&root, &id, argv),
         Ok(Command::Cleanup { root, id }) => match cleanup(&root, &id) {
             Ok(()) => 0,
             Err(e) => {
@@ -479,6 +516,39 @@ fn reap(init: Pid) -> Option<WaitStatus> {
     }
 }
 
+/// Runs `argv` in the running container `id` (its namespaces, cgroup, environment and
+/// working directory) with this process's stdin, stdout and stderr, waits for it and returns
+/// its exit code (128 + signal when killed), or [`EXEC_FAILED`] when it could not start.
+fn exec(root: &Path, id: &str, argv: Vec<String>) -> i32 {
+    let paths = ContainerPaths::new(root, id);
+    let started = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_root_path(&paths.libcontainer_root)
+        .map(|b| {
+            b.as_tenant()
+                .with_container_args(argv)
+                .with_detach(false)
+                .build()
+        });
+    let pid = match started {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(e)) | Err(e) => {
+            eprintln!("capstan-shim: exec in {id} failed: {e}");
+            return EXEC_FAILED;
+        }
+    };
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                eprintln!("capstan-shim: waiting for exec in {id}: {e}");
+                return EXEC_FAILED;
+            }
+        }
+    }
+}
+
 /// Deletes the libcontainer container `id` (killing what is left, removing its cgroup and
 /// state dir). Idempotent: no container is fine.
 fn cleanup(root: &Path, id: &str) -> Result<()> {
@@ -512,6 +582,19 @@ mod tests {
                 id: "c1".into()
             })
         );
+        assert_eq!(
+            parse_args(&exec_args(
+                root,
+                "c1",
+                &["sh".into(), "-c".into(), "--x".into()]
+            )),
+            Ok(Command::Exec {
+                root: root.into(),
+                id: "c1".into(),
+                argv: vec!["sh".into(), "-c".into(), "--x".into()]
+            })
+        );
+        assert!(parse_args(&exec_args(root, "c1", &[])).is_err());
         assert!(parse_args(&["run".into(), "--root".into()]).is_err());
         assert!(parse_args(&[
             "bogus".into(),

@@ -370,3 +370,81 @@ fn container_joins_the_given_network_namespace() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn exec_runs_in_the_containers_namespaces_and_returns_output_and_exit_code() -> anyhow::Result<()> {
+    let mut h = Harness::new()?;
+    let mut spec = h.spec(
+        "execd",
+        &[
+            "sh",
+            "-c",
+            "echo ready > /tmp/marker; trap 'exit 0' TERM; while true; do sleep 1; done",
+        ],
+    );
+    spec.env = vec![("GREETING".into(), "hello".into())];
+    spec.hostname = "exec-host".into();
+    h.rt().start_container(&spec)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // The marker exists only in the container's root filesystem.
+    let out = loop {
+        let out = h.rt().exec(
+            &spec.id,
+            &argv(&["cat", "/tmp/marker"]),
+            Duration::from_secs(10),
+            1 << 20,
+        )?;
+        if out.exit_code == 0 || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        out.exit_code,
+        0,
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"ready\n");
+
+    let out = h.rt().exec(
+        &spec.id,
+        &argv(&[
+            "sh",
+            "-c",
+            "echo $GREETING $(hostname); echo oops >&2; exit 7",
+        ]),
+        Duration::from_secs(10),
+        1 << 20,
+    )?;
+    assert_eq!(out.exit_code, 7);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello exec-host\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+
+    // A command that is not there, and a timeout.
+    let missing = h
+        .rt()
+        .exec(&spec.id, &argv(&["/nope"]), Duration::from_secs(10), 1024);
+    assert!(
+        missing.is_err() || missing.as_ref().is_ok_and(|o| o.exit_code != 0),
+        "{missing:?}"
+    );
+    let slow = h.rt().exec(
+        &spec.id,
+        &argv(&["sleep", "5"]),
+        Duration::from_millis(300),
+        1024,
+    );
+    assert!(slow.is_err(), "{slow:?}");
+
+    h.rt().stop_container(&spec.id, Duration::from_secs(5))?;
+    let stopped = h
+        .rt()
+        .exec(&spec.id, &argv(&["true"]), Duration::from_secs(5), 1024);
+    assert!(
+        stopped.is_err(),
+        "exec into a stopped container: {stopped:?}"
+    );
+    Ok(())
+}

@@ -56,7 +56,11 @@ pub async fn run(server: &str, a: LogsArgs) -> anyhow::Result<()> {
 }
 
 /// The URL of the node service of the node the pod runs on, as its Node object publishes it.
-async fn node_service_url(server: &str, namespace: &str, pod: &str) -> anyhow::Result<String> {
+pub(super) async fn node_service_url(
+    server: &str,
+    namespace: &str,
+    pod: &str,
+) -> anyhow::Result<String> {
     let api = super::connect(server).await?;
     let obj = api
         .get(api::Kind::Pod, namespace, pod)
@@ -67,7 +71,7 @@ async fn node_service_url(server: &str, namespace: &str, pod: &str) -> anyhow::R
         .and_then(|p| p.spec.as_ref())
         .map(|s| s.node_name.clone());
     let Some(node) = node.filter(|n| !n.is_empty()) else {
-        anyhow::bail!("pod {pod:?} is not scheduled to a node yet; it has no logs");
+        anyhow::bail!("pod {pod:?} is not scheduled to a node yet");
     };
     let node_obj = api
         .get(api::Kind::Node, "", &node)

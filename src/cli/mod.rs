@@ -1,8 +1,9 @@
 //! Command-line interface: argument parsing and dispatch. Every failure ends in a readable
-//! `error: ...` line on stderr and exit code 1.
+//! `error: ...` line on stderr and exit code 1 (`exec` exits with its command's code).
 
 mod apply;
 mod debug;
+mod exec;
 mod format;
 mod get;
 mod image;
@@ -52,6 +53,8 @@ enum Command {
     Delete(get::DeleteArgs),
     /// Print a container's log.
     Logs(logs::LogsArgs),
+    /// Run a command in a running container: `capstan exec POD [-c NAME] -- CMD ARGS...`.
+    Exec(exec::ExecArgs),
     /// Manage the node's local images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -84,12 +87,16 @@ pub fn main() -> i32 {
             Command::Get(a) => get::run(&cli.server, a).await,
             Command::Delete(a) => get::delete(&cli.server, a).await,
             Command::Logs(a) => logs::run(&cli.server, a).await,
+            Command::Exec(a) => exec::run(&cli.server, a).await,
             Command::Image(c) => image::run(c).await,
             Command::Debug(c) => debug::run(&cli.server, c).await,
         }
     });
     match result {
         Ok(()) => 0,
+        Err(e) if e.downcast_ref::<exec::Exited>().is_some() => {
+            e.downcast_ref::<exec::Exited>().map_or(1, |x| x.0)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             1

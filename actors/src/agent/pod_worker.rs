@@ -416,6 +416,10 @@ fn dispatch_probes(myself: &ActorRef<PodWorkerMsg>, state: &mut PodWorkerState) 
             let target = ProbeTarget {
                 pod_ip,
                 ports: slot.container.ports.clone(),
+                exec: Some((
+                    state.args.ctx.runtime.clone(),
+                    slot.prober.container_id().to_string(),
+                )),
             };
             let me = myself.clone();
             let (container, container_id) = (name.clone(), slot.prober.container_id().to_string());

@@ -1,8 +1,8 @@
 //! Runs one probe once, at the edge: a plain HTTP/1.1 GET or a TCP connect to the pod's own IP,
-//! bounded by `timeoutSeconds`. It connects from the node's network namespace (the bridge
-//! routes to the pod) and never to any address but the pod's. It decides nothing: the outcome
-//! goes to [`super::probe`]'s state machine. Exec and gRPC probes are not supported yet and
-//! always fail, saying so.
+//! or a command run inside the container, bounded by `timeoutSeconds`. It connects from the
+//! node's network namespace (the bridge routes to the pod) and never to any address but the
+//! pod's. It decides nothing: the outcome goes to [`super::probe`]'s state machine. gRPC and
+//! HTTPS probes are not supported yet and always fail, saying so.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -50,6 +50,19 @@ pub enum ProbeError {
     /// The server answered with something that is not an HTTP status line.
     #[error("malformed HTTP response from {0}")]
     BadResponse(SocketAddr),
+    /// The probe's command exited non-zero (output cut to [`EXEC_OUTPUT`] bytes).
+    #[error("command {command:?} exited with {code}: {output}")]
+    ExecFailed {
+        /// argv.
+        command: Vec<String>,
+        /// Its exit code.
+        code: i32,
+        /// Its stdout and stderr.
+        output: String,
+    },
+    /// The command could not be run in the container.
+    #[error("exec: {0}")]
+    Exec(String),
     /// The server answered outside 200–399.
     #[error("HTTP probe failed with statuscode: {0}")]
     Status(u16),
@@ -58,13 +71,19 @@ pub enum ProbeError {
 /// Result type of this module.
 pub type Result<T> = std::result::Result<T, ProbeError>;
 
-/// Where a container's probes connect: the pod's IP and the container's declared ports.
+/// Output an exec probe keeps (the kubelet's limit).
+pub const EXEC_OUTPUT: usize = 10 * 1024;
+
+/// Where a container's probes connect: the pod's IP and the container's declared ports, and
+/// the container exec probes run in.
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
     /// The pod's IP; `None` while it has none.
     pub pod_ip: Option<IpAddr>,
     /// The container's ports (for named probe ports).
     pub ports: Vec<v1::ContainerPort>,
+    /// The runtime and the container's runtime id, for exec probes (`None`: not supported).
+    pub exec: Option<(std::sync::Arc<runtime::Runtime>, String)>,
 }
 
 /// Runs `probe` once against `target` and reports the outcome (never an error: a failure is
@@ -94,8 +113,27 @@ async fn attempt(probe: &v1::Probe, target: &ProbeTarget) -> Result<()> {
     if let Some(t) = &probe.tcp_socket {
         let addr = address(target, &t.host, t.port.as_ref())?;
         connect(addr).await.map(drop)
-    } else if probe.exec.is_some() {
-        Err(ProbeError::Unsupported("exec"))
+    } else if let Some(e) = &probe.exec {
+        let Some((rt, id)) = target.exec.clone() else {
+            return Err(ProbeError::Unsupported("exec"));
+        };
+        let timeout = Duration::from_secs(probe.timeout_seconds.max(1) as u64);
+        let command = e.command.clone();
+        let argv = command.clone();
+        let out = tokio::task::spawn_blocking(move || rt.exec(&id, &argv, timeout, EXEC_OUTPUT))
+            .await
+            .map_err(|e| ProbeError::Exec(e.to_string()))?
+            .map_err(|e| ProbeError::Exec(e.to_string()))?;
+        if out.exit_code == 0 {
+            return Ok(());
+        }
+        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&out.stderr));
+        Err(ProbeError::ExecFailed {
+            command,
+            code: out.exit_code,
+            output: output.trim_end().to_owned(),
+        })
     } else if probe.grpc.is_some() {
         Err(ProbeError::Unsupported("gRPC"))
     } else {
@@ -230,6 +268,7 @@ mod tests {
                 container_port: 8080,
                 ..Default::default()
             }],
+            exec: None,
         }
     }
 
@@ -338,7 +377,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tcp_probes_need_a_listener_and_exec_probes_fail_as_unsupported() {
+    async fn tcp_probes_need_a_listener_and_exec_probes_need_a_container() {
         let t = target("127.0.0.1");
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let open = l.local_addr().unwrap().port();

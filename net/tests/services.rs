@@ -346,9 +346,9 @@ fn resync_deletes_stale_objects_and_teardown_removes_only_our_table() {
         NftCommand::default().list_objects_of(&table)
     });
     let stats = lab.sync(&[(service("web", WEB_IP, None, None), lab.endpoints(&["p1"]))]);
-    // Gone: "other" (svc + 3 ep chains), "self" (svc + ep chain), web's ext chain, 2 of
-    // web's ep chains, its 3 affinity sets.
-    assert_eq!(stats.deleted_objects, 4 + 2 + 1 + 2 + 3);
+    // Gone: the chains of "other" and "self" (one each: endpoints are rules in the
+    // Service's chain, not chains of their own), web's ext chain, its 3 affinity sets.
+    assert_eq!(stats.deleted_objects, 1 + 1 + 1 + 3);
     let table = lab.cfg.table.clone();
     let after = in_ns(&lab.node, move || {
         NftCommand::default().list_objects_of(&table)

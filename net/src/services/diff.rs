@@ -1,6 +1,6 @@
 //! Pure incremental updates: from the plan the table implements now and the plan wanted
 //! next to one `nft -f` transaction that touches only the Service ports that changed (their
-//! lookup elements, their `svc-*`/`ext-*` chains, their affinity sets) and the `hairpin`
+//! lookup elements, their `svc-*`/`ext-*` chains, their affinity sets) and new `hairpin`
 //! elements. It owns that comparison and the order of the commands; it must not run `nft`
 //! or decide when a full sync is needed (that is [`super::proxy`]).
 //!
@@ -9,12 +9,13 @@
 //! Services exist; element and `delete chain` commands make `nft` list the table's chains,
 //! which is cheap because the table has one or two chains per Service port.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::Ipv4Addr;
 
 use super::plan::{Plan, PlannedPort};
 use super::rules::{
-    hairpin_addresses, hairpin_element, port_chains, port_elements, port_sets, render_port,
-    Element, Script, HAIRPIN,
+    hairpin_element, port_chains, port_elements, port_sets, render_port, Element, Script,
+    HAIRPIN,
 };
 
 /// An incremental transaction.
@@ -29,42 +30,54 @@ pub struct Update {
 }
 
 /// Renders the transaction that turns table `table` from implementing `old` into
-/// implementing `new`. Pure. Both plans must come from [`super::plan::plan`] (a port is
-/// identified by its chain name), and the table must hold exactly what `old` says.
+/// implementing `new`. Pure, and linear in the number of ports with cheap work for unchanged
+/// ones. Both plans must come from [`super::plan::plan`] (a port is identified by its chain
+/// name), and the table must hold exactly what `old` says.
+///
+/// The `hairpin` set only grows here: an address that stops being an endpoint stays until
+/// the next full sync. That is harmless, as only a packet DNATed to that address can match.
 pub fn render_update(table: &str, old: &Plan, new: &Plan) -> Update {
     let t = format!("ip {table}");
-    let before: BTreeMap<&str, &PlannedPort> =
+    let before: HashMap<&str, &PlannedPort> =
         old.ports.iter().map(|p| (p.chain.as_str(), p)).collect();
-    let after: BTreeMap<&str, &PlannedPort> =
-        new.ports.iter().map(|p| (p.chain.as_str(), p)).collect();
+    let after: HashSet<&str> = new.ports.iter().map(|p| p.chain.as_str()).collect();
     // Ports that go away or change, as they are now, and ports that come or change, as they
-    // will be.
-    let gone: Vec<&PlannedPort> = before
-        .iter()
-        .filter(|(chain, port)| after.get(*chain) != Some(*port))
-        .map(|(_, port)| *port)
-        .collect();
-    let coming: Vec<&PlannedPort> = after
-        .iter()
-        .filter(|(chain, port)| before.get(*chain) != Some(*port))
-        .map(|(_, port)| *port)
-        .collect();
-    let changed_ports = before
-        .keys()
-        .chain(after.keys())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .filter(|chain| before.get(*chain) != after.get(*chain))
-        .count();
+    // will be (with what they were, if anything).
+    let mut coming: Vec<(&PlannedPort, Option<&PlannedPort>)> = Vec::new();
+    let mut gone: Vec<&PlannedPort> = Vec::new();
+    for port in &new.ports {
+        match before.get(port.chain.as_str()) {
+            Some(was) if *was == port => {}
+            Some(was) => {
+                coming.push((port, Some(was)));
+                gone.push(was);
+            }
+            None => coming.push((port, None)),
+        }
+    }
+    gone.extend(
+        old.ports
+            .iter()
+            .filter(|p| !after.contains(p.chain.as_str())),
+    );
+    let changed_ports = gone.len() + coming.iter().filter(|(_, was)| was.is_none()).count();
 
     let old_elements: BTreeSet<Element> = gone.iter().flat_map(|p| port_elements(p)).collect();
-    let new_elements: BTreeSet<Element> = coming.iter().flat_map(|p| port_elements(p)).collect();
+    let new_elements: BTreeSet<Element> =
+        coming.iter().flat_map(|(p, _)| port_elements(p)).collect();
     let old_chains: BTreeSet<&str> = gone.iter().flat_map(|p| port_chains(p)).collect();
-    let new_chains: BTreeSet<&str> = coming.iter().flat_map(|p| port_chains(p)).collect();
+    let new_chains: BTreeSet<&str> = coming.iter().flat_map(|(p, _)| port_chains(p)).collect();
     let old_sets: BTreeSet<&str> = gone.iter().flat_map(|p| port_sets(p)).collect();
-    let new_sets: BTreeSet<&str> = coming.iter().flat_map(|p| port_sets(p)).collect();
-    let old_hairpin = hairpin_addresses(old);
-    let new_hairpin = hairpin_addresses(new);
+    let new_sets: BTreeSet<&str> = coming.iter().flat_map(|(p, _)| port_sets(p)).collect();
+    let hairpin: BTreeSet<Ipv4Addr> = coming
+        .iter()
+        .flat_map(|(port, was)| {
+            port.endpoints
+                .iter()
+                .map(|ep| ep.ip)
+                .filter(move |ip| !was.is_some_and(|w| w.endpoints.iter().any(|e| e.ip == *ip)))
+        })
+        .collect();
 
     let mut out = Script::default();
     // 1. Lookup elements that go: the references to chains about to be deleted go with
@@ -72,16 +85,6 @@ pub fn render_update(table: &str, old: &Plan, new: &Plan) -> Update {
     let mut deletes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for e in old_elements.difference(&new_elements) {
         deletes.entry(e.set).or_default().push(&e.key);
-    }
-    let hairpin_gone: Vec<String> = old_hairpin
-        .difference(&new_hairpin)
-        .map(|ip| hairpin_element(*ip))
-        .collect();
-    if !hairpin_gone.is_empty() {
-        deletes
-            .entry(HAIRPIN)
-            .or_default()
-            .extend(hairpin_gone.iter().map(String::as_str));
     }
     for (set, keys) in &deletes {
         out.elements("delete", &t, set, keys.iter().copied());
@@ -103,20 +106,18 @@ pub fn render_update(table: &str, old: &Plan, new: &Plan) -> Update {
     }
     // 5. Chains (new or just emptied) with their rules and affinity sets; kept sets keep
     //    their sticky clients.
-    for port in &coming {
+    for (port, _) in &coming {
         render_port(&mut out, &t, port);
     }
-    // 6. Lookup elements that come.
+    // 6. Lookup elements that come (adding an element that exists is a no-op).
     let mut adds: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for e in new_elements.difference(&old_elements) {
         adds.entry(e.set).or_default().push(e.full());
     }
-    let hairpin_new: Vec<String> = new_hairpin
-        .difference(&old_hairpin)
-        .map(|ip| hairpin_element(*ip))
-        .collect();
-    if !hairpin_new.is_empty() {
-        adds.entry(HAIRPIN).or_default().extend(hairpin_new);
+    if !hairpin.is_empty() {
+        adds.entry(HAIRPIN)
+            .or_default()
+            .extend(hairpin.into_iter().map(hairpin_element));
     }
     for (set, elements) in &adds {
         out.elements("add", &t, set, elements.iter().map(String::as_str));
@@ -161,7 +162,6 @@ mod tests {
         assert_eq!(
             lines(&update),
             vec![
-                "delete element ip capstan hairpin { 10.244.0.2 . 10.244.0.2 }".to_owned(),
                 format!("flush chain ip capstan {ext}"),
                 format!("flush chain ip capstan {chain}"),
                 format!("add chain ip capstan {chain} {{ meta l4proto tcp dnat to 10.244.0.3:8080 comment \"default/web:http\"; }}"),
@@ -186,8 +186,10 @@ mod tests {
         assert!(all.iter().any(|l| l.starts_with(&format!("add chain ip capstan {} {{", sticky.chain))));
         assert!(all.contains(&format!("add element ip capstan service-ips {{ 10.96.0.12 . tcp . 80 : goto {} }}", sticky.chain).as_str()));
         assert!(all.contains(&format!("add element ip capstan service-nodeports {{ tcp . 30012 : goto {} }}", sticky.external_chain).as_str()));
-        // 10.244.0.2 already hairpins for web; only .5 is new.
-        assert!(all.contains(&"add element ip capstan hairpin { 10.244.0.5 . 10.244.0.5 }"));
+        // Adding 10.244.0.2 again (it hairpins for web already) is a no-op in nft.
+        assert!(all.contains(
+            &"add element ip capstan hairpin { 10.244.0.2 . 10.244.0.2, 10.244.0.5 . 10.244.0.5 }"
+        ));
     }
 
     #[test]
@@ -210,7 +212,6 @@ mod tests {
         ];
         deletes.sort();
         let mut expected = vec![
-            "delete element ip capstan hairpin { 10.244.0.5 . 10.244.0.5 }".to_owned(),
             "delete element ip capstan service-ips { 10.96.0.12 . tcp . 80 }".to_owned(),
             "delete element ip capstan service-nodeports { tcp . 30012 }".to_owned(),
         ];

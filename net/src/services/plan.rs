@@ -124,24 +124,23 @@ pub fn plan(services: &[(ServiceSpec, Vec<Endpoint>)]) -> Plan {
                 .collect();
             let endpoints = ready
                 .into_iter()
-                .map(|(ip, target)| {
-                    let backend = format!("{identity}\0{ip}:{target}");
-                    PlannedEndpoint {
-                        ip,
-                        port: target,
-                        affinity_set: affinity_timeout
-                            .map(|t| name("aff", &format!("{backend}\0{t}"))),
-                    }
+                .map(|(ip, target)| PlannedEndpoint {
+                    ip,
+                    port: target,
+                    affinity_set: affinity_timeout.map(|t| {
+                        name("aff", &format!("{identity}\0{ip}:{target}\0{t}"))
+                    }),
                 })
                 .collect();
+            let hash = hash(&identity);
             out.ports.push(PlannedPort {
                 label,
                 cluster_ip,
                 protocol: port.protocol,
                 port: port.port,
                 node_port,
-                chain: name("svc", &identity),
-                external_chain: name("ext", &identity),
+                chain: format!("svc-{hash}"),
+                external_chain: format!("ext-{hash}"),
                 affinity_timeout,
                 endpoints,
             });
@@ -153,12 +152,17 @@ pub fn plan(services: &[(ServiceSpec, Vec<Endpoint>)]) -> Plan {
 /// `<prefix>-<16 hex digits of sha256(identity)>`: short, valid in nftables syntax whatever
 /// the identity holds, and stable across syncs and restarts.
 fn name(prefix: &str, identity: &str) -> String {
+    format!("{prefix}-{}", hash(identity))
+}
+
+/// The first 16 hex digits of sha256(identity).
+fn hash(identity: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(identity.as_bytes());
-    let mut out = String::with_capacity(prefix.len() + 17);
-    out.push_str(prefix);
-    out.push('-');
+    let mut out = String::with_capacity(16);
     for byte in &digest[..8] {
-        out.push_str(&format!("{byte:02x}"));
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     out
 }

@@ -1,6 +1,6 @@
-//! Times the Service proxy in a throwaway network namespace: the first (full) sync and one
-//! endpoint turning unready, at 1,000 and 10,000 Services x 5 endpoints, plus adding and
-//! deleting one Service with 10,000 present. Each figure is the median of several runs of a
+//! Times the Service proxy in a throwaway network namespace, at 1,000 and 10,000 Services x
+//! 5 endpoints: the first (full) sync, one endpoint turning unready, adding and deleting one
+//! Service, and a sync with nothing changed. Each figure is the median of several runs of a
 //! [`ServiceProxy`] sync (planning, diffing and `nft` together). Run as root:
 //! `cargo bench -p net --bench services_sync`.
 
@@ -77,8 +77,9 @@ fn timed(
     took
 }
 
-/// Medians for `n` Services: (first sync, one endpoint unready, service added, deleted).
-fn measure(cfg: &ProxyConfig, n: u32, first_reps: usize) -> [Duration; 4] {
+/// Medians for `n` Services: first sync, one endpoint unready, service added, service
+/// deleted, nothing changed.
+fn measure(cfg: &ProxyConfig, n: u32, first_reps: usize) -> [Duration; 5] {
     let base = services(n);
     let mut firsts = Vec::new();
     let mut proxy = ServiceProxy::new();
@@ -104,11 +105,15 @@ fn measure(cfg: &ProxyConfig, n: u32, first_reps: usize) -> [Duration; 4] {
         current.pop();
         deleted.push(timed(&mut proxy, cfg, &current, false));
     }
+    let unchanged = (0..REPS)
+        .map(|_| timed(&mut proxy, cfg, &current, false))
+        .collect();
     [
         median(firsts),
         median(endpoint),
         median(added),
         median(deleted),
+        median(unchanged),
     ]
 }
 
@@ -123,7 +128,8 @@ fn main() {
         node_ips: vec![],
     };
     let rows = run_in_netns(&ns, move || {
-        let rows = [(1_000, 5), (10_000, 3)].map(|(n, first_reps)| (n, measure(&cfg, n, first_reps)));
+        let rows =
+            [(1_000, 5), (10_000, 3)].map(|(n, first_reps)| (n, measure(&cfg, n, first_reps)));
         services::teardown(&cfg).expect("teardown");
         rows
     })
@@ -133,16 +139,17 @@ fn main() {
         "Service proxy sync, {ENDPOINTS} endpoints per Service, medians ({REPS} runs; first sync 5 / 3 runs):"
     );
     println!(
-        "  {:>9}  {:>12}  {:>16}  {:>12}  {:>14}",
-        "Services", "first sync", "endpoint unready", "service add", "service delete"
+        "  {:>9}  {:>12}  {:>16}  {:>12}  {:>14}  {:>10}",
+        "Services", "first sync", "endpoint unready", "service add", "service delete", "no change"
     );
-    for (n, [first, endpoint, added, deleted]) in rows {
+    for (n, [first, endpoint, added, deleted, unchanged]) in rows {
         println!(
-            "  {n:>9}  {:>12}  {:>16}  {:>12}  {:>14}",
+            "  {n:>9}  {:>12}  {:>16}  {:>12}  {:>14}  {:>10}",
             ms(first),
             ms(endpoint),
             ms(added),
-            ms(deleted)
+            ms(deleted),
+            ms(unchanged)
         );
     }
 }

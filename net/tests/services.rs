@@ -151,8 +151,10 @@ impl Lab {
         services: &[(ServiceSpec, Vec<Endpoint>)],
     ) -> services::SyncStats {
         let (cfg, services, proxy) = (self.cfg.clone(), services.to_vec(), proxy.clone());
-        in_ns(&self.node, move || proxy.lock().unwrap().sync(&cfg, &services))
-            .expect("sync services")
+        in_ns(&self.node, move || {
+            proxy.lock().unwrap().sync(&cfg, &services)
+        })
+        .expect("sync services")
     }
 
     /// The table as `nft -j` lists it, made comparable: no handles, no sticky clients
@@ -445,7 +447,10 @@ fn an_incremental_sync_behaves_exactly_like_a_full_sync() {
     let first = lab.sync_with(
         &proxy,
         &[
-            (service("web", WEB_IP, Some(WEB_NODE_PORT), None), all.clone()),
+            (
+                service("web", WEB_IP, Some(WEB_NODE_PORT), None),
+                all.clone(),
+            ),
             (service("sticky", STICKY_IP, None, Some(600)), all.clone()),
             (service("doomed", SELF_IP, None, None), all.clone()),
         ],
@@ -469,25 +474,42 @@ fn an_incremental_sync_behaves_exactly_like_a_full_sync() {
 
     // The removed endpoint gets none of 150 new connections; the others share them.
     let seen = ask(&lab.client, at(WEB_IP, 80), 150).expect("client -> ClusterIP");
-    assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["p1", "p3"], "{seen:?}");
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        vec!["p1", "p3"],
+        "{seen:?}"
+    );
     assert!(seen.values().all(|n| *n >= 40), "uneven: {seen:?}");
     let seen = ask(&lab.client, at(NODE_IP, WEB_NODE_PORT), 60).expect("pod -> NodePort");
-    assert_eq!(seen.keys().collect::<Vec<_>>(), vec!["p1", "p3"], "{seen:?}");
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        vec!["p1", "p3"],
+        "{seen:?}"
+    );
     // The new Service answers (also hairpin, from its own pod), the deleted one does not.
     let seen = ask(&lab.client, at(NEW_IP, 80), 10).expect("client -> new Service");
     assert_eq!(seen, BTreeMap::from([("p2".to_owned(), 10)]));
     let seen = ask(lab.pod("p2"), at(NEW_IP, 80), 5).expect("p2 -> its own Service");
     assert_eq!(seen, BTreeMap::from([("p2".to_owned(), 5)]));
-    assert!(ask(&lab.client, at(SELF_IP, 80), 1).is_err(), "deleted Service");
+    assert!(
+        ask(&lab.client, at(SELF_IP, 80), 1).is_err(),
+        "deleted Service"
+    );
     // The untouched Service kept its sticky client.
     let again = ask(&lab.client, at(STICKY_IP, 80), 10).expect("client -> sticky");
-    assert_eq!(again.keys().collect::<Vec<_>>(), stuck.keys().collect::<Vec<_>>());
+    assert_eq!(
+        again.keys().collect::<Vec<_>>(),
+        stuck.keys().collect::<Vec<_>>()
+    );
 
     // And the table is object for object what a full sync of the same Services makes.
     let incremental = lab.table_contents();
     let full = lab.sync(&after);
     assert!(full.full_sync);
-    assert_eq!(full.deleted_objects, 0, "the incremental sync left nothing stale");
+    assert_eq!(
+        full.deleted_objects, 0,
+        "the incremental sync left nothing stale"
+    );
     assert_eq!(incremental, lab.table_contents());
 }
 

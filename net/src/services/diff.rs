@@ -14,8 +14,7 @@ use std::net::Ipv4Addr;
 
 use super::plan::{Plan, PlannedPort};
 use super::rules::{
-    hairpin_element, port_chains, port_elements, port_sets, render_port, Element, Script,
-    HAIRPIN,
+    hairpin_element, port_chains, port_elements, port_sets, render_port, Element, Script, HAIRPIN,
 };
 
 /// An incremental transaction.
@@ -155,7 +154,11 @@ mod tests {
         changed[0].1[0].ready = false;
         let new = plan(&changed);
         let update = render_update("capstan", &old, &new);
-        let web = new.ports.iter().find(|p| p.label == "default/web:http").unwrap();
+        let web = new
+            .ports
+            .iter()
+            .find(|p| p.label == "default/web:http")
+            .unwrap();
         let (chain, ext) = (&web.chain, &web.external_chain);
         assert_eq!(update.changed_ports, 1);
         assert_eq!(update.deleted_objects, 0);
@@ -173,19 +176,44 @@ mod tests {
     #[test]
     fn an_added_service_adds_its_chains_sets_and_elements_only() {
         let old = plan(&[svc("web", 10, None, &[2])]);
-        let new = plan(&[svc("web", 10, None, &[2]), svc("sticky", 12, Some(60), &[2, 5])]);
+        let new = plan(&[
+            svc("web", 10, None, &[2]),
+            svc("sticky", 12, Some(60), &[2, 5]),
+        ]);
         let update = render_update("capstan", &old, &new);
-        let sticky = new.ports.iter().find(|p| p.label == "default/sticky:http").unwrap();
+        let sticky = new
+            .ports
+            .iter()
+            .find(|p| p.label == "default/sticky:http")
+            .unwrap();
         let all = lines(&update);
         assert_eq!(update.changed_ports, 1);
         assert!(all.iter().all(|l| l.starts_with("add ")), "{all:#?}");
-        let aff: Vec<_> = sticky.endpoints.iter().map(|e| e.affinity_set.clone().unwrap()).collect();
+        let aff: Vec<_> = sticky
+            .endpoints
+            .iter()
+            .map(|e| e.affinity_set.clone().unwrap())
+            .collect();
         for set in &aff {
             assert!(all.contains(&format!("add set ip capstan {set} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}").as_str()));
         }
-        assert!(all.iter().any(|l| l.starts_with(&format!("add chain ip capstan {} {{", sticky.chain))));
-        assert!(all.contains(&format!("add element ip capstan service-ips {{ 10.96.0.12 . tcp . 80 : goto {} }}", sticky.chain).as_str()));
-        assert!(all.contains(&format!("add element ip capstan service-nodeports {{ tcp . 30012 : goto {} }}", sticky.external_chain).as_str()));
+        assert!(all
+            .iter()
+            .any(|l| l.starts_with(&format!("add chain ip capstan {} {{", sticky.chain))));
+        assert!(all.contains(
+            &format!(
+                "add element ip capstan service-ips {{ 10.96.0.12 . tcp . 80 : goto {} }}",
+                sticky.chain
+            )
+            .as_str()
+        ));
+        assert!(all.contains(
+            &format!(
+                "add element ip capstan service-nodeports {{ tcp . 30012 : goto {} }}",
+                sticky.external_chain
+            )
+            .as_str()
+        ));
         // Adding 10.244.0.2 again (it hairpins for web already) is a no-op in nft.
         assert!(all.contains(
             &"add element ip capstan hairpin { 10.244.0.2 . 10.244.0.2, 10.244.0.5 . 10.244.0.5 }"
@@ -194,9 +222,16 @@ mod tests {
 
     #[test]
     fn a_deleted_service_loses_elements_then_chains_then_sets() {
-        let old = plan(&[svc("web", 10, None, &[2]), svc("sticky", 12, Some(60), &[5])]);
+        let old = plan(&[
+            svc("web", 10, None, &[2]),
+            svc("sticky", 12, Some(60), &[5]),
+        ]);
         let new = plan(&[svc("web", 10, None, &[2])]);
-        let sticky = old.ports.iter().find(|p| p.label == "default/sticky:http").unwrap();
+        let sticky = old
+            .ports
+            .iter()
+            .find(|p| p.label == "default/sticky:http")
+            .unwrap();
         let (chain, ext) = (&sticky.chain, &sticky.external_chain);
         let aff = sticky.endpoints[0].affinity_set.clone().unwrap();
         let update = render_update("capstan", &old, &new);
@@ -233,7 +268,9 @@ mod tests {
         let last_delete = all.iter().rposition(|l| l.starts_with("delete")).unwrap();
         assert!(last_delete < first_add, "{all:#?}");
         assert!(all.contains(&"delete element ip capstan service-ips { 10.96.0.10 . tcp . 80 }"));
-        assert!(all.contains(&"add element ip capstan no-endpoint-services { 10.96.0.10 . tcp . 80 }"));
+        assert!(
+            all.contains(&"add element ip capstan no-endpoint-services { 10.96.0.10 . tcp . 80 }")
+        );
         assert!(all.contains(&"add element ip capstan no-endpoint-nodeports { tcp . 30010 }"));
         assert_eq!(update.deleted_objects, 2, "svc and ext chains");
     }
@@ -252,11 +289,15 @@ mod tests {
         let all = lines(&update);
         let del = all
             .iter()
-            .position(|l| l.starts_with("delete element ip capstan service-ips { 10.96.0.10 . tcp . 80 }"))
+            .position(|l| {
+                l.starts_with("delete element ip capstan service-ips { 10.96.0.10 . tcp . 80 }")
+            })
             .unwrap();
         let add = all
             .iter()
-            .position(|l| l.starts_with("add element ip capstan service-ips { 10.96.0.10 . tcp . 80 : goto"))
+            .position(|l| {
+                l.starts_with("add element ip capstan service-ips { 10.96.0.10 . tcp . 80 : goto")
+            })
             .unwrap();
         assert!(del < add, "{all:#?}");
         assert_eq!(update.changed_ports, 2);

@@ -127,9 +127,8 @@ pub fn plan(services: &[(ServiceSpec, Vec<Endpoint>)]) -> Plan {
                 .map(|(ip, target)| PlannedEndpoint {
                     ip,
                     port: target,
-                    affinity_set: affinity_timeout.map(|t| {
-                        name("aff", &format!("{identity}\0{ip}:{target}\0{t}"))
-                    }),
+                    affinity_set: affinity_timeout
+                        .map(|t| name("aff", &format!("{identity}\0{ip}:{target}\0{t}"))),
                 })
                 .collect();
             let hash = hash(&identity);

@@ -25,7 +25,11 @@ pub const DEFAULT_FULL_RESYNC_PERIOD: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 struct Applied {
     cfg: ProxyConfig,
+    /// The input it was planned from: the same input again needs no planning at all (the
+    /// agent syncs on every reconcile, mostly with nothing changed).
+    input: Vec<(ServiceSpec, Vec<Endpoint>)>,
     plan: Plan,
+    stats: SyncStats,
     full_at: Instant,
 }
 
@@ -81,6 +85,19 @@ impl<N: Nft> ServiceProxy<N> {
         services: &[(ServiceSpec, Vec<Endpoint>)],
     ) -> Result<SyncStats> {
         validate_table(&cfg.table)?;
+        let now = Instant::now();
+        if let Some(applied) = &self.applied {
+            if !needs_full_sync(applied, cfg, now, self.full_resync_period)
+                && applied.input == services
+            {
+                return Ok(SyncStats {
+                    full_sync: false,
+                    changed_ports: 0,
+                    deleted_objects: 0,
+                    ..applied.stats.clone()
+                });
+            }
+        }
         let wanted = plan(services);
         for skipped in &wanted.skipped {
             tracing::warn!(
@@ -89,7 +106,6 @@ impl<N: Nft> ServiceProxy<N> {
                 reason = %skipped.reason
             );
         }
-        let now = Instant::now();
         let previous = self.applied.take();
         let incremental = previous
             .as_ref()
@@ -122,7 +138,11 @@ impl<N: Nft> ServiceProxy<N> {
                 .filter(|p| p.endpoints.is_empty())
                 .count(),
             endpoints: wanted.ports.iter().map(|p| p.endpoints.len()).sum(),
-            node_ports: wanted.ports.iter().filter(|p| p.node_port.is_some()).count(),
+            node_ports: wanted
+                .ports
+                .iter()
+                .filter(|p| p.node_port.is_some())
+                .count(),
             skipped: wanted.skipped.len(),
             deleted_objects,
             full_sync: full,
@@ -130,7 +150,9 @@ impl<N: Nft> ServiceProxy<N> {
         };
         self.applied = Some(Applied {
             cfg: cfg.clone(),
+            input: services.to_vec(),
             plan: wanted,
+            stats: stats.clone(),
             full_at,
         });
         tracing::debug!(

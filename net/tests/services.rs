@@ -511,6 +511,23 @@ fn an_incremental_sync_behaves_exactly_like_a_full_sync() {
         "the incremental sync left nothing stale"
     );
     assert_eq!(incremental, lab.table_contents());
+
+    // Someone deletes the table behind the proxy's back: the next update is refused and the
+    // proxy rewrites the table in the same call.
+    let table = lab.cfg.table.clone();
+    in_ns(&lab.node, move || {
+        let status = Command::new("nft")
+            .args(["delete", "table", "ip", &table])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    });
+    let mut last = after.clone();
+    last[0].1 = lab.endpoints(&["p1"]);
+    let stats = lab.sync_with(&proxy, &last);
+    assert!(stats.full_sync, "{stats:?}");
+    let seen = ask(&lab.client, at(WEB_IP, 80), 20).expect("client -> ClusterIP");
+    assert_eq!(seen, BTreeMap::from([("p1".to_owned(), 20)]));
 }
 
 /// Chain and set names of a table, via the crate's own listing.

@@ -77,8 +77,8 @@ impl<N: Nft> ServiceProxy<N> {
 
     /// Programs table `cfg.table` so that it implements exactly `services` (unready
     /// endpoints are ignored), in one atomic transaction that touches only what changed
-    /// since the last sync, or rewrites the table when a full sync is due. On error the
-    /// table is unchanged and the next call does a full sync.
+    /// since the last sync, or rewrites the table when a full sync is due or the update is
+    /// refused. On error the table is unchanged and the next call does a full sync.
     pub fn sync(
         &mut self,
         cfg: &ProxyConfig,
@@ -110,19 +110,35 @@ impl<N: Nft> ServiceProxy<N> {
         let incremental = previous
             .as_ref()
             .filter(|a| !needs_full_sync(a, cfg, now, self.full_resync_period));
-        let (full, changed_ports, deleted_objects, full_at) = match incremental {
+        let updated = match incremental {
             Some(applied) => {
                 let update = render_update(&cfg.table, &applied.plan, &wanted);
-                if !update.script.is_empty() {
-                    self.nft.apply(&update.script)?;
-                }
-                (
+                let applied_ok = update.script.is_empty() || {
+                    match self.nft.apply(&update.script) {
+                        Ok(()) => true,
+                        Err(error) => {
+                            // The table is not what we think (edited behind our back?):
+                            // rewrite it now rather than fail until the next sync.
+                            tracing::warn!(
+                                message = "incremental service sync refused; syncing in full",
+                                table = %cfg.table,
+                                error = %error
+                            );
+                            false
+                        }
+                    }
+                };
+                applied_ok.then_some((
                     false,
                     update.changed_ports,
                     update.deleted_objects,
                     applied.full_at,
-                )
+                ))
             }
+            None => None,
+        };
+        let (full, changed_ports, deleted_objects, full_at) = match updated {
+            Some(done) => done,
             None => {
                 let existing = self.nft.list_objects(&cfg.table)?;
                 let ruleset = render(cfg, &wanted, &existing);
@@ -186,12 +202,14 @@ mod tests {
     use crate::services::rules::TableObjects;
     use crate::services::types::{Protocol, ServicePort};
 
-    /// Records scripts; fails `apply` while `fail` is set.
+    /// Records scripts; fails `apply` while `fail` is set, and the next incremental
+    /// `apply` when `fail_update` is.
     #[derive(Default)]
     struct Fake {
         scripts: RefCell<Vec<String>>,
         lists: RefCell<usize>,
         fail: RefCell<bool>,
+        fail_update: RefCell<bool>,
     }
 
     impl Nft for Fake {
@@ -200,7 +218,8 @@ mod tests {
             Ok(TableObjects::default())
         }
         fn apply(&self, script: &str) -> Result<()> {
-            if *self.fail.borrow() {
+            let update = !script.contains("flush table");
+            if *self.fail.borrow() || (update && self.fail_update.replace(false)) {
                 return Err(Error::Nft {
                     op: "apply ruleset",
                     status: "exit status: 1".into(),
@@ -271,6 +290,15 @@ mod tests {
         assert!(proxy.sync(&cfg(), &services(false)).is_err());
         *proxy.nft.fail.borrow_mut() = false;
         assert!(proxy.sync(&cfg(), &services(false)).unwrap().full_sync);
+
+        // A refused update is retried as a full sync in the same call.
+        *proxy.nft.fail_update.borrow_mut() = true;
+        let stats = proxy.sync(&cfg(), &services(true)).unwrap();
+        assert!(stats.full_sync);
+        assert!(
+            !*proxy.nft.fail_update.borrow(),
+            "the update was tried first"
+        );
 
         let mut other = cfg();
         other.node_ips = vec![Ipv4Addr::new(192, 168, 1, 5)];

@@ -34,7 +34,8 @@ pub use name::{validate_ifname, validate_netns_name};
 pub use netns::{run_in_netns, NetnsManager};
 pub use routes::{sync_routes, PeerRoute, RouteDiff, ROUTE_PROTOCOL};
 pub use services::{
-    sync_services, Endpoint, Protocol, ProxyConfig, ServicePort, ServiceSpec, SyncStats,
+    sync_services, Endpoint, Protocol, ProxyConfig, ServicePort, ServiceProxy, ServiceSpec,
+    SyncStats,
 };
 pub use veth::{attach_pod, detach_pod, host_ifname, PodInterface};
 pub use vxlan::{delete_vxlan, VxlanConfig, VxlanDevice, VxlanPeer};

@@ -15,16 +15,17 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use net::services::{self, NftCommand};
 use net::{
     attach_pod, run_in_netns, sync_services, Endpoint, Ipv4Net, NetnsManager, NodeNetwork, PodIpam,
-    Protocol, ProxyConfig, ServicePort, ServiceSpec,
+    Protocol, ProxyConfig, ServicePort, ServiceProxy, ServiceSpec,
 };
 use nix::mount::{umount2, MntFlags};
+use serde_json::Value;
 
 const MTU: u32 = 1500;
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 254, 1);
@@ -32,6 +33,7 @@ const WEB_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const STICKY_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
 const SELF_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 12);
 const EMPTY_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 13);
+const NEW_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 14);
 const WEB_NODE_PORT: u16 = 30080;
 const EMPTY_NODE_PORT: u16 = 30099;
 
@@ -142,6 +144,47 @@ impl Lab {
         &self.servers.iter().find(|(n, _, _)| n == name).unwrap().1
     }
 
+    /// Syncs through a proxy that keeps its state across calls (incremental after the first).
+    fn sync_with(
+        &self,
+        proxy: &Arc<Mutex<ServiceProxy>>,
+        services: &[(ServiceSpec, Vec<Endpoint>)],
+    ) -> services::SyncStats {
+        let (cfg, services, proxy) = (self.cfg.clone(), services.to_vec(), proxy.clone());
+        in_ns(&self.node, move || {
+            proxy.lock().unwrap().sync(&cfg, &services)
+        })
+        .expect("sync services")
+    }
+
+    /// The table as `nft -j` lists it, made comparable: no handles, no sticky clients
+    /// (affinity set elements expire as time passes), elements and objects sorted.
+    fn table_contents(&self) -> Vec<String> {
+        let table = self.cfg.table.clone();
+        let json = in_ns(&self.node, move || {
+            let out = Command::new("nft")
+                .args(["-j", "list", "table", "ip", &table])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            out.stdout
+        });
+        let root: Value = serde_json::from_slice(&json).unwrap();
+        let mut items: Vec<String> = root["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|item| item.get("metainfo").is_none())
+            .cloned()
+            .map(|mut item| {
+                normalize(&mut item);
+                item.to_string()
+            })
+            .collect();
+        items.sort();
+        items
+    }
+
     fn tables(&self) -> String {
         in_ns(&self.node, || {
             let out = Command::new("nft")
@@ -168,6 +211,28 @@ impl Drop for Lab {
         }
         while umount2(&root, MntFlags::MNT_DETACH).is_ok() {}
         let _ = fs::remove_dir_all(&self.base);
+    }
+}
+
+/// Drops handles and affinity elements, sorts set elements (see [`Lab::table_contents`]).
+fn normalize(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("handle");
+            let sticky = map
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.starts_with("aff-"));
+            if sticky {
+                map.remove("elem");
+            }
+            if let Some(Value::Array(elems)) = map.get_mut("elem") {
+                elems.sort_by_key(|e| e.to_string());
+            }
+            map.values_mut().for_each(normalize);
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize),
+        _ => {}
     }
 }
 
@@ -346,9 +411,9 @@ fn resync_deletes_stale_objects_and_teardown_removes_only_our_table() {
         NftCommand::default().list_objects_of(&table)
     });
     let stats = lab.sync(&[(service("web", WEB_IP, None, None), lab.endpoints(&["p1"]))]);
-    // Gone: "other" (svc + 3 ep chains), "self" (svc + ep chain), web's ext chain, 2 of
-    // web's ep chains, its 3 affinity sets.
-    assert_eq!(stats.deleted_objects, 4 + 2 + 1 + 2 + 3);
+    // Gone: the chains of "other" and "self" (one each: endpoints are rules in the
+    // Service's chain, not chains of their own), web's ext chain, its 3 affinity sets.
+    assert_eq!(stats.deleted_objects, 1 + 1 + 1 + 3);
     let table = lab.cfg.table.clone();
     let after = in_ns(&lab.node, move || {
         NftCommand::default().list_objects_of(&table)
@@ -372,6 +437,97 @@ fn resync_deletes_stale_objects_and_teardown_removes_only_our_table() {
     assert!(ask(&lab.client, at(WEB_IP, 80), 1).is_err(), "no more DNAT");
     let cfg = lab.cfg.clone();
     in_ns(&lab.node, move || services::teardown(&cfg)).expect("teardown is idempotent");
+}
+
+#[test]
+fn an_incremental_sync_behaves_exactly_like_a_full_sync() {
+    let lab = Lab::new(vec![NODE_IP]);
+    let all = lab.endpoints(&["p1", "p2", "p3"]);
+    let proxy = Arc::new(Mutex::new(ServiceProxy::new()));
+    let first = lab.sync_with(
+        &proxy,
+        &[
+            (
+                service("web", WEB_IP, Some(WEB_NODE_PORT), None),
+                all.clone(),
+            ),
+            (service("sticky", STICKY_IP, None, Some(600)), all.clone()),
+            (service("doomed", SELF_IP, None, None), all.clone()),
+        ],
+    );
+    assert!(first.full_sync);
+    let stuck = ask(&lab.client, at(STICKY_IP, 80), 10).expect("client -> sticky");
+    assert_eq!(stuck.len(), 1, "{stuck:?}");
+
+    // p2 turns unready for web, "doomed" goes, "new" comes; "sticky" is left alone.
+    let after = vec![
+        (
+            service("web", WEB_IP, Some(WEB_NODE_PORT), None),
+            lab.endpoints(&["p1", "p3"]),
+        ),
+        (service("sticky", STICKY_IP, None, Some(600)), all.clone()),
+        (service("new", NEW_IP, None, None), lab.endpoints(&["p2"])),
+    ];
+    let stats = lab.sync_with(&proxy, &after);
+    assert!(!stats.full_sync, "{stats:?}");
+    assert_eq!(stats.changed_ports, 3, "web, doomed and new");
+
+    // The removed endpoint gets none of 150 new connections; the others share them.
+    let seen = ask(&lab.client, at(WEB_IP, 80), 150).expect("client -> ClusterIP");
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        vec!["p1", "p3"],
+        "{seen:?}"
+    );
+    assert!(seen.values().all(|n| *n >= 40), "uneven: {seen:?}");
+    let seen = ask(&lab.client, at(NODE_IP, WEB_NODE_PORT), 60).expect("pod -> NodePort");
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        vec!["p1", "p3"],
+        "{seen:?}"
+    );
+    // The new Service answers (also hairpin, from its own pod), the deleted one does not.
+    let seen = ask(&lab.client, at(NEW_IP, 80), 10).expect("client -> new Service");
+    assert_eq!(seen, BTreeMap::from([("p2".to_owned(), 10)]));
+    let seen = ask(lab.pod("p2"), at(NEW_IP, 80), 5).expect("p2 -> its own Service");
+    assert_eq!(seen, BTreeMap::from([("p2".to_owned(), 5)]));
+    assert!(
+        ask(&lab.client, at(SELF_IP, 80), 1).is_err(),
+        "deleted Service"
+    );
+    // The untouched Service kept its sticky client.
+    let again = ask(&lab.client, at(STICKY_IP, 80), 10).expect("client -> sticky");
+    assert_eq!(
+        again.keys().collect::<Vec<_>>(),
+        stuck.keys().collect::<Vec<_>>()
+    );
+
+    // And the table is object for object what a full sync of the same Services makes.
+    let incremental = lab.table_contents();
+    let full = lab.sync(&after);
+    assert!(full.full_sync);
+    assert_eq!(
+        full.deleted_objects, 0,
+        "the incremental sync left nothing stale"
+    );
+    assert_eq!(incremental, lab.table_contents());
+
+    // Someone deletes the table behind the proxy's back: the next update is refused and the
+    // proxy rewrites the table in the same call.
+    let table = lab.cfg.table.clone();
+    in_ns(&lab.node, move || {
+        let status = Command::new("nft")
+            .args(["delete", "table", "ip", &table])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    });
+    let mut last = after.clone();
+    last[0].1 = lab.endpoints(&["p1"]);
+    let stats = lab.sync_with(&proxy, &last);
+    assert!(stats.full_sync, "{stats:?}");
+    let seen = ask(&lab.client, at(WEB_IP, 80), 20).expect("client -> ClusterIP");
+    assert_eq!(seen, BTreeMap::from([("p1".to_owned(), 20)]));
 }
 
 /// Chain and set names of a table, via the crate's own listing.

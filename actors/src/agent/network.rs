@@ -6,10 +6,10 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use api::v1;
-use net::{Ipv4Net, PeerRoute, PodIpam, VxlanConfig, VxlanDevice, VxlanPeer};
+use net::{Ipv4Net, PeerRoute, PodIpam, ServiceProxy, VxlanConfig, VxlanDevice, VxlanPeer};
 
 use crate::error::Result;
 
@@ -65,6 +65,8 @@ struct Ready {
 pub struct PodNetwork {
     config: PodNetworkConfig,
     ready: OnceLock<Ready>,
+    /// What the Service proxy programmed last, so a sync sends only what changed.
+    proxy: Mutex<ServiceProxy>,
 }
 
 impl PodNetwork {
@@ -73,6 +75,7 @@ impl PodNetwork {
         PodNetwork {
             config,
             ready: OnceLock::new(),
+            proxy: Mutex::new(ServiceProxy::new()),
         }
     }
 
@@ -181,7 +184,9 @@ impl PodNetwork {
         Ok(())
     }
 
-    /// Programs the Service proxy (one nftables table, replaced atomically) for `services`.
+    /// Programs the Service proxy (one nftables table, updated atomically) for `services`:
+    /// only what changed since the last call, or everything on the first call and after an
+    /// error.
     pub fn sync_services(
         &self,
         services: &[(net::services::ServiceSpec, Vec<net::services::Endpoint>)],
@@ -192,7 +197,11 @@ impl PodNetwork {
             pod_cidr: self.config.cluster_cidr,
             node_ips: node_ip.into_iter().collect(),
         };
-        net::services::sync_services(&cfg, services)
+        // A panic while syncing left no state behind (the proxy forgets it first), so a
+        // poisoned lock is still usable.
+        let mut proxy = self.proxy.lock().unwrap_or_else(|e| e.into_inner());
+        proxy
+            .sync(&cfg, services)
             .map_err(|e| crate::error::Error::FailedPrecondition(format!("service proxy: {e}")))?;
         Ok(())
     }

@@ -2,7 +2,8 @@
 //! DNATed to ready endpoints, spread evenly at random, with optional client-IP affinity,
 //! hairpin and pod-CIDR masquerading, all in one table Capstan owns. It owns turning plain
 //! Service data into that table; it must not read the API (the node agent passes plain data)
-//! or touch any other table. Planning ([`plan`]) and rule generation ([`rules`]) are pure;
+//! or touch any other table. Planning ([`plan`]), rule generation ([`rules`]) and the
+//! incremental diff ([`diff`]) are pure; [`proxy`] keeps what was applied between syncs and
 //! only [`nft`] runs a process. Everything acts on the calling thread's network namespace
 //! and blocks.
 //!
@@ -13,14 +14,17 @@
 //! bridged back out of its ingress port, so pod ports need bridge hairpin mode as well (which
 //! [`crate::attach_pod`] turns on).
 
+pub mod diff;
 pub mod error;
 pub mod nft;
 pub mod plan;
+pub mod proxy;
 pub mod rules;
 pub mod types;
 
 pub use error::{Error, Result};
 pub use nft::{Nft, NftCommand};
+pub use proxy::{ServiceProxy, DEFAULT_FULL_RESYNC_PERIOD};
 pub use types::{
     Endpoint, Protocol, ProxyConfig, ServicePort, ServiceSpec, SyncStats, NODE_PORT_MAX,
     NODE_PORT_MIN,
@@ -31,8 +35,8 @@ pub const DEFAULT_TABLE: &str = "capstan";
 
 /// Programs table `cfg.table` so that it implements exactly `services` (each with all its
 /// endpoints; unready ones are ignored), replacing what earlier syncs programmed in one
-/// atomic transaction while keeping clients' session affinity. Idempotent; on error the
-/// table is unchanged and the call can be retried.
+/// atomic transaction while keeping clients' session affinity (a full sync). Idempotent; on
+/// error the table is unchanged and the call can be retried.
 pub fn sync_services(
     cfg: &ProxyConfig,
     services: &[(ServiceSpec, Vec<Endpoint>)],
@@ -40,42 +44,14 @@ pub fn sync_services(
     sync_services_with(&NftCommand::default(), cfg, services)
 }
 
-/// [`sync_services`] through the given [`Nft`].
+/// [`sync_services`] through the given [`Nft`]: always a full sync. Callers that sync
+/// repeatedly keep a [`ServiceProxy`] instead, which sends only what changed.
 pub fn sync_services_with(
     nft: &impl Nft,
     cfg: &ProxyConfig,
     services: &[(ServiceSpec, Vec<Endpoint>)],
 ) -> Result<SyncStats> {
-    validate_table(&cfg.table)?;
-    let plan = plan::plan(services);
-    for skipped in &plan.skipped {
-        tracing::warn!(
-            message = "service port skipped",
-            service = %skipped.label,
-            reason = %skipped.reason
-        );
-    }
-    let existing = nft.list_objects(&cfg.table)?;
-    let ruleset = rules::render(cfg, &plan, &existing);
-    nft.apply(&ruleset.script)?;
-    let stats = SyncStats {
-        service_ports: plan.ports.len(),
-        without_endpoints: plan.ports.iter().filter(|p| p.endpoints.is_empty()).count(),
-        endpoints: plan.ports.iter().map(|p| p.endpoints.len()).sum(),
-        node_ports: plan.ports.iter().filter(|p| p.node_port.is_some()).count(),
-        skipped: plan.skipped.len(),
-        deleted_objects: ruleset.deleted_objects,
-    };
-    tracing::debug!(
-        message = "services synced",
-        table = %cfg.table,
-        service_ports = stats.service_ports,
-        endpoints = stats.endpoints,
-        without_endpoints = stats.without_endpoints,
-        node_ports = stats.node_ports,
-        deleted_objects = stats.deleted_objects
-    );
-    Ok(stats)
+    ServiceProxy::with_nft(nft).sync(cfg, services)
 }
 
 /// Deletes table `cfg.table` with all its rules and affinity state. Idempotent.
@@ -97,7 +73,7 @@ pub fn teardown_with(nft: &impl Nft, cfg: &ProxyConfig) -> Result<()> {
 
 /// A table name is an nftables identifier: a letter, then up to 31 letters, digits, `_`
 /// or `-`.
-fn validate_table(table: &str) -> Result<()> {
+pub(crate) fn validate_table(table: &str) -> Result<()> {
     let invalid = |reason| {
         Err(Error::InvalidTable {
             table: table.to_owned(),

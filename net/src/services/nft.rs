@@ -23,6 +23,15 @@ pub trait Nft {
     fn apply(&self, script: &str) -> Result<()>;
 }
 
+impl<T: Nft + ?Sized> Nft for &T {
+    fn list_objects(&self, table: &str) -> Result<TableObjects> {
+        (**self).list_objects(table)
+    }
+    fn apply(&self, script: &str) -> Result<()> {
+        (**self).apply(script)
+    }
+}
+
 /// [`Nft`] through the `nft` command-line tool (package `nftables`).
 #[derive(Debug, Clone)]
 pub struct NftCommand {

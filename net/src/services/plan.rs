@@ -1,5 +1,6 @@
 //! Pure planning: from Services and endpoints to the list of Service ports to program, each
-//! with its ready endpoints and the stable names of its nftables chains and sets. It owns
+//! with its ready endpoints and the stable names of its nftables chains and sets. A port's
+//! chain name is its identity across syncs (what [`super::diff`] compares by). It owns
 //! filtering (headless Services, unready endpoints), conflict resolution and naming; it must
 //! not produce nftables syntax (that is [`super::rules`]) or touch the kernel.
 
@@ -32,7 +33,7 @@ pub struct PlannedPort {
     pub port: u16,
     /// The NodePort, if any (already checked for range and conflicts).
     pub node_port: Option<u16>,
-    /// The chain that load-balances over the endpoints (`svc-<hash>`).
+    /// The chain that picks an endpoint and DNATs to it (`svc-<hash>`).
     pub chain: String,
     /// The chain NodePort traffic enters, marking it for masquerade (`ext-<hash>`).
     pub external_chain: String,
@@ -49,8 +50,6 @@ pub struct PlannedEndpoint {
     pub ip: Ipv4Addr,
     /// The target port.
     pub port: u16,
-    /// The chain that DNATs to it (`ep-<hash>`).
-    pub chain: String,
     /// The dynamic set of client addresses stuck to it (`aff-<hash>`), with affinity only.
     /// Its name includes the timeout, so a changed timeout makes a new set.
     pub affinity_set: Option<String>,
@@ -125,25 +124,22 @@ pub fn plan(services: &[(ServiceSpec, Vec<Endpoint>)]) -> Plan {
                 .collect();
             let endpoints = ready
                 .into_iter()
-                .map(|(ip, target)| {
-                    let backend = format!("{identity}\0{ip}:{target}");
-                    PlannedEndpoint {
-                        ip,
-                        port: target,
-                        chain: name("ep", &backend),
-                        affinity_set: affinity_timeout
-                            .map(|t| name("aff", &format!("{backend}\0{t}"))),
-                    }
+                .map(|(ip, target)| PlannedEndpoint {
+                    ip,
+                    port: target,
+                    affinity_set: affinity_timeout
+                        .map(|t| name("aff", &format!("{identity}\0{ip}:{target}\0{t}"))),
                 })
                 .collect();
+            let hash = hash(&identity);
             out.ports.push(PlannedPort {
                 label,
                 cluster_ip,
                 protocol: port.protocol,
                 port: port.port,
                 node_port,
-                chain: name("svc", &identity),
-                external_chain: name("ext", &identity),
+                chain: format!("svc-{hash}"),
+                external_chain: format!("ext-{hash}"),
                 affinity_timeout,
                 endpoints,
             });
@@ -155,12 +151,17 @@ pub fn plan(services: &[(ServiceSpec, Vec<Endpoint>)]) -> Plan {
 /// `<prefix>-<16 hex digits of sha256(identity)>`: short, valid in nftables syntax whatever
 /// the identity holds, and stable across syncs and restarts.
 fn name(prefix: &str, identity: &str) -> String {
+    format!("{prefix}-{}", hash(identity))
+}
+
+/// The first 16 hex digits of sha256(identity).
+fn hash(identity: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(identity.as_bytes());
-    let mut out = String::with_capacity(prefix.len() + 17);
-    out.push_str(prefix);
-    out.push('-');
+    let mut out = String::with_capacity(16);
     for byte in &digest[..8] {
-        out.push_str(&format!("{byte:02x}"));
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     out
 }
@@ -249,14 +250,13 @@ mod tests {
             "{}",
             p.chain
         );
-        assert_ne!(p.endpoints[0].chain, p.endpoints[1].chain);
+        assert_ne!(p.endpoints[0].affinity_set, p.endpoints[1].affinity_set);
         let aff = p.endpoints[0].affinity_set.clone().unwrap();
         assert!(aff.starts_with("aff-"));
 
         spec.session_affinity_timeout = Some(120);
         let second = plan(&[(spec, eps)]);
         assert_eq!(second.ports[0].chain, p.chain);
-        assert_eq!(second.ports[0].endpoints[0].chain, p.endpoints[0].chain);
         assert_ne!(second.ports[0].endpoints[0].affinity_set, Some(aff));
     }
 

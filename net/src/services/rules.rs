@@ -1,27 +1,35 @@
-//! Pure rule generation: a [`Plan`] and what the table holds now become one `nft -f` script
-//! that the kernel applies as a single transaction. It owns the ruleset's shape (hooks,
-//! verdict maps, per-Service and per-endpoint chains, masquerading); it must not run `nft`.
+//! Pure rule generation for a full sync: a [`Plan`] and what the table holds now become one
+//! `nft -f` script that the kernel applies as a single transaction. It owns the ruleset's
+//! shape (hooks, verdict maps, per-Service chains, masquerading) and the pieces
+//! [`super::diff`] reuses for incremental updates; it must not run `nft`.
 //!
 //! Shape of the table (family `ip`):
 //! - `nat-prerouting` (pods, outside) and `nat-output` (the node itself) jump to `services`,
 //!   which looks up `daddr . l4proto . dport` in the verdict map `service-ips` and, for the
 //!   node's addresses, `l4proto . dport` in `service-nodeports`: one hash lookup however
 //!   many Services exist.
-//! - `svc-*` per Service port: sticky clients first (`ip saddr @aff-*`), then
-//!   `numgen random mod N` spreads new connections evenly over the `ep-*` chains, which DNAT.
+//! - `svc-*` per Service port: sticky clients first (`ip saddr @aff-*`), then a cascade of
+//!   `numgen random mod k 0` rules (k = N, N-1, ..., 2, then unconditional) spreads new
+//!   connections evenly; each rule DNATs itself. There are no per-endpoint chains and no
+//!   anonymous sets: the kernel binds every anonymous set by walking the whole transaction,
+//!   which made a 10,000-Service sync quadratic, and every chain makes `nft`'s per-command
+//!   chain cache and the kernel's table validation slower.
 //! - `ext-*` per NodePort marks the packet for masquerade (so replies come back through this
-//!   node) before entering `svc-*`; `ep-*` does the same for hairpin traffic (a pod reaching
-//!   itself through its Service).
-//! - `nat-postrouting` masquerades marked packets and traffic leaving the pod CIDR.
+//!   node) before entering `svc-*`.
+//! - `nat-postrouting` masquerades marked packets, hairpin traffic (a pod reaching itself
+//!   through its Service: after DNAT its source is its destination, set `hairpin`) and
+//!   traffic leaving the pod CIDR.
 //! - `filter-{input,forward,output}` reject new connections to Service ports without ready
 //!   endpoints (sets `no-endpoint-services`, `no-endpoint-nodeports`).
 //!
-//! A sync keeps the table and the affinity sets (whose elements are the sticky clients):
-//! it flushes every rule and the lookup maps, deletes objects no longer wanted and adds the
-//! rest, all in one transaction.
+//! A full sync keeps the table and the affinity sets (whose elements are the sticky
+//! clients): it flushes every rule and the lookup maps, deletes objects no longer wanted and
+//! adds the rest, all in one transaction. Chains are written as `add chain X { rules }`,
+//! elements as one `add element` per map: both parse and commit in linear time.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
@@ -64,29 +72,43 @@ const FIXED_CHAINS: [(&str, &str); 11] = [
     ("masquerading", ""),
 ];
 
-/// Sets and maps every sync keeps (and flushes), with their declaration.
-const FIXED_SETS: [(&str, &str, &str); 5] = [
+/// The verdict map from cluster IP, protocol and port to a `svc-*` chain.
+pub const SERVICE_IPS: &str = "service-ips";
+/// The verdict map from protocol and NodePort to an `ext-*` chain.
+pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+/// Cluster IP, protocol and port of Service ports without ready endpoints.
+pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+/// Protocol and NodePort of Service ports without ready endpoints.
+pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+/// `ip . ip` for every endpoint address: a DNATed packet whose source is its destination.
+pub const HAIRPIN: &str = "hairpin";
+/// The node addresses NodePorts answer on (when configured).
+pub const NODE_IPS: &str = "node-ips";
+
+/// Sets and maps every sync keeps (and a full sync flushes), with their declaration.
+const FIXED_SETS: [(&str, &str, &str); 6] = [
     (
         "map",
-        "service-ips",
+        SERVICE_IPS,
         "type ipv4_addr . inet_proto . inet_service : verdict;",
     ),
     (
         "map",
-        "service-nodeports",
+        SERVICE_NODEPORTS,
         "type inet_proto . inet_service : verdict;",
     ),
     (
         "set",
-        "no-endpoint-services",
+        NO_ENDPOINT_SERVICES,
         "type ipv4_addr . inet_proto . inet_service;",
     ),
     (
         "set",
-        "no-endpoint-nodeports",
+        NO_ENDPOINT_NODEPORTS,
         "type inet_proto . inet_service;",
     ),
-    ("set", "node-ips", "type ipv4_addr;"),
+    ("set", HAIRPIN, "type ipv4_addr . ipv4_addr;"),
+    ("set", NODE_IPS, "type ipv4_addr;"),
 ];
 
 /// The names of the chains, sets and maps the table holds now (see
@@ -110,33 +132,212 @@ pub struct Ruleset {
     pub deleted_objects: usize,
 }
 
+/// An `nft -f` script being written, one command a line.
+#[derive(Debug, Default)]
+pub(crate) struct Script(pub(crate) String);
+
+impl Script {
+    /// Appends one line.
+    pub(crate) fn line(&mut self, text: std::fmt::Arguments<'_>) {
+        // Writing to a String cannot fail.
+        let _ = self.0.write_fmt(text);
+        self.0.push('\n');
+    }
+
+    /// `<verb> element <t> <set> { a, b, c }` in one statement, nothing if `elements` is
+    /// empty: one statement per set keeps parsing and the kernel's element batch linear.
+    pub(crate) fn elements<'a>(
+        &mut self,
+        verb: &str,
+        t: &str,
+        set: &str,
+        elements: impl IntoIterator<Item = &'a str>,
+    ) {
+        let mut elements = elements.into_iter().peekable();
+        if elements.peek().is_none() {
+            return;
+        }
+        let _ = write!(self.0, "{verb} element {t} {set} {{ ");
+        for (i, e) in elements.enumerate() {
+            if i > 0 {
+                self.0.push_str(", ");
+            }
+            self.0.push_str(e);
+        }
+        self.0.push_str(" }\n");
+    }
+}
+
+/// One element of a lookup set or map: the key, and the verdict for maps.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Element {
+    /// The set or map it belongs to.
+    pub(crate) set: &'static str,
+    /// The key in nft syntax (`10.96.0.1 . tcp . 80`).
+    pub(crate) key: String,
+    /// ` : goto <chain>` for verdict maps, empty for sets.
+    pub(crate) data: String,
+}
+
+impl Element {
+    /// The element as written in `add element`.
+    pub(crate) fn full(&self) -> String {
+        format!("{}{}", self.key, self.data)
+    }
+}
+
+/// The lookup elements `port` needs: its frontends in the verdict maps when it has
+/// endpoints, in the reject sets otherwise.
+pub(crate) fn port_elements(port: &PlannedPort) -> Vec<Element> {
+    let frontend = format!("{} . {} . {}", port.cluster_ip, port.protocol, port.port);
+    let node_frontend = port.node_port.map(|np| format!("{} . {np}", port.protocol));
+    let mut out = Vec::with_capacity(2);
+    if port.endpoints.is_empty() {
+        out.push(Element {
+            set: NO_ENDPOINT_SERVICES,
+            key: frontend,
+            data: String::new(),
+        });
+        if let Some(key) = node_frontend {
+            out.push(Element {
+                set: NO_ENDPOINT_NODEPORTS,
+                key,
+                data: String::new(),
+            });
+        }
+    } else {
+        out.push(Element {
+            set: SERVICE_IPS,
+            key: frontend,
+            data: format!(" : goto {}", port.chain),
+        });
+        if let Some(key) = node_frontend {
+            out.push(Element {
+                set: SERVICE_NODEPORTS,
+                key,
+                data: format!(" : goto {}", port.external_chain),
+            });
+        }
+    }
+    out
+}
+
+/// The chains `port` owns: `svc-*` when it has endpoints, and `ext-*` as well for a
+/// NodePort.
+pub(crate) fn port_chains(port: &PlannedPort) -> Vec<&str> {
+    let mut out = Vec::with_capacity(2);
+    if !port.endpoints.is_empty() {
+        out.push(port.chain.as_str());
+        if port.node_port.is_some() {
+            out.push(port.external_chain.as_str());
+        }
+    }
+    out
+}
+
+/// The affinity sets `port` owns (one per endpoint, with affinity only).
+pub(crate) fn port_sets(port: &PlannedPort) -> impl Iterator<Item = &str> {
+    port.endpoints
+        .iter()
+        .filter_map(|ep| ep.affinity_set.as_deref())
+}
+
+/// The addresses the `hairpin` set holds for `plan`: every endpoint's.
+pub(crate) fn hairpin_addresses(plan: &Plan) -> BTreeSet<Ipv4Addr> {
+    plan.ports
+        .iter()
+        .flat_map(|p| p.endpoints.iter().map(|ep| ep.ip))
+        .collect()
+}
+
+/// A `hairpin` element for `ip`.
+pub(crate) fn hairpin_element(ip: Ipv4Addr) -> String {
+    format!("{ip} . {ip}")
+}
+
+/// Declares `port`'s affinity sets (idempotent: an existing set keeps its sticky clients)
+/// and writes its chains with their rules. The chains must be new or flushed already.
+/// Declaring the sets also puts them into `nft`'s cache, which rules referring to them need.
+pub(crate) fn render_port(out: &mut Script, t: &str, port: &PlannedPort) {
+    if port.endpoints.is_empty() {
+        return;
+    }
+    if let Some(timeout) = port.affinity_timeout {
+        for set in port_sets(port) {
+            out.line(format_args!(
+                "add set {t} {set} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}"
+            ));
+        }
+    }
+    let proto = port.protocol;
+    let mut rules: Vec<String> = Vec::with_capacity(2 * port.endpoints.len());
+    for ep in &port.endpoints {
+        if let Some(set) = &ep.affinity_set {
+            rules.push(format!(
+                "ip saddr @{set} update @{set} {{ ip saddr }} meta l4proto {proto} dnat to {}:{}",
+                ep.ip, ep.port
+            ));
+        }
+    }
+    let n = port.endpoints.len();
+    let comment = comment(&port.label);
+    for (i, ep) in port.endpoints.iter().enumerate() {
+        // Rule i is reached with probability (n-i)/n and takes 1/(n-i) of that: 1/n each.
+        let pick = if i + 1 < n {
+            format!("numgen random mod {} 0 ", n - i)
+        } else {
+            String::new()
+        };
+        let stick = ep
+            .affinity_set
+            .as_ref()
+            .map(|set| format!("update @{set} {{ ip saddr }} "))
+            .unwrap_or_default();
+        let note = if i + 1 == n {
+            format!(" comment \"{comment}\"")
+        } else {
+            String::new()
+        };
+        rules.push(format!(
+            "{pick}{stick}meta l4proto {proto} dnat to {}:{}{note}",
+            ep.ip, ep.port
+        ));
+    }
+    out.line(format_args!(
+        "add chain {t} {} {{ {}; }}",
+        port.chain,
+        rules.join("; ")
+    ));
+    if port.node_port.is_some() {
+        out.line(format_args!(
+            "add chain {t} {} {{ jump mark-for-masquerade; goto {}; }}",
+            port.external_chain, port.chain
+        ));
+    }
+}
+
 /// Renders the transaction that makes table `cfg.table` implement `plan`, given what the
 /// table holds now. Pure. The table name must already be validated.
 pub fn render(cfg: &ProxyConfig, plan: &Plan, existing: &TableObjects) -> Ruleset {
     let t = format!("ip {}", cfg.table);
-    let mut s = String::new();
-    let mut line = |text: std::fmt::Arguments<'_>| {
-        // Writing to a String cannot fail.
-        let _ = s.write_fmt(text);
-        s.push('\n');
-    };
+    let mut out = Script::default();
 
     // 1. Declare the fixed objects (idempotent), then empty them of rules and elements.
     //    Affinity sets keep their elements: those are the clients' stickiness.
-    line(format_args!("add table {t}"));
+    out.line(format_args!("add table {t}"));
     for (chain, hook) in FIXED_CHAINS {
         if hook.is_empty() {
-            line(format_args!("add chain {t} {chain}"));
+            out.line(format_args!("add chain {t} {chain}"));
         } else {
-            line(format_args!("add chain {t} {chain} {{ {hook} }}"));
+            out.line(format_args!("add chain {t} {chain} {{ {hook} }}"));
         }
     }
     for (kind, name, decl) in FIXED_SETS {
-        line(format_args!("add {kind} {t} {name} {{ {decl} }}"));
+        out.line(format_args!("add {kind} {t} {name} {{ {decl} }}"));
     }
-    line(format_args!("flush table {t}"));
+    out.line(format_args!("flush table {t}"));
     for (kind, name, _) in FIXED_SETS {
-        line(format_args!("flush {kind} {t} {name}"));
+        out.line(format_args!("flush {kind} {t} {name}"));
     }
 
     // 2. Delete what earlier syncs made and this one does not want. Rules and map elements
@@ -153,110 +354,92 @@ pub fn render(cfg: &ProxyConfig, plan: &Plan, existing: &TableObjects) -> Rulese
         .map(|(_, n, _)| *n)
         .collect();
     for port in &plan.ports {
-        if !port.endpoints.is_empty() {
-            wanted_chains.insert(&port.chain);
-            if port.node_port.is_some() {
-                wanted_chains.insert(&port.external_chain);
-            }
-        }
-        for ep in &port.endpoints {
-            wanted_chains.insert(&ep.chain);
-            if let Some(set) = &ep.affinity_set {
-                wanted_sets.insert(set);
-            }
-        }
+        wanted_chains.extend(port_chains(port));
+        wanted_sets.extend(port_sets(port));
     }
     let mut deleted_objects = 0;
-    for map in existing
-        .maps
-        .iter()
-        .filter(|m| !wanted_maps.contains(m.as_str()))
-    {
-        line(format_args!("delete map {t} {map}"));
-        deleted_objects += 1;
-    }
-    for set in existing
-        .sets
-        .iter()
-        .filter(|m| !wanted_sets.contains(m.as_str()))
-    {
-        line(format_args!("delete set {t} {set}"));
-        deleted_objects += 1;
-    }
-    for chain in existing
-        .chains
-        .iter()
-        .filter(|c| !wanted_chains.contains(c.as_str()))
-    {
-        line(format_args!("delete chain {t} {chain}"));
-        deleted_objects += 1;
+    for (kind, existing, wanted) in [
+        ("map", &existing.maps, &wanted_maps),
+        ("set", &existing.sets, &wanted_sets),
+        ("chain", &existing.chains, &wanted_chains),
+    ] {
+        for name in existing.iter().filter(|n| !wanted.contains(n.as_str())) {
+            out.line(format_args!("delete {kind} {t} {name}"));
+            deleted_objects += 1;
+        }
     }
 
     // 3. The fixed rules.
     let node_addr = if cfg.node_ips.is_empty() {
         "fib daddr type local ip daddr != 127.0.0.0/8".to_owned()
     } else {
-        "ip daddr @node-ips".to_owned()
+        format!("ip daddr @{NODE_IPS}")
     };
     let cidr: Ipv4Net = cfg.pod_cidr.trunc();
-    line(format_args!("add rule {t} nat-prerouting jump services"));
-    line(format_args!("add rule {t} nat-output jump services"));
-    line(format_args!(
-        "add rule {t} nat-postrouting jump masquerading"
-    ));
+    let mut rule = |chain: &str, text: std::fmt::Arguments<'_>| {
+        out.line(format_args!("add rule {t} {chain} {text}"));
+    };
+    rule("nat-prerouting", format_args!("jump services"));
+    rule("nat-output", format_args!("jump services"));
+    rule("nat-postrouting", format_args!("jump masquerading"));
     for hook in ["filter-input", "filter-forward", "filter-output"] {
-        line(format_args!(
-            "add rule {t} {hook} ct state new jump endpoints-check"
-        ));
+        rule(hook, format_args!("ct state new jump endpoints-check"));
     }
-    line(format_args!(
-        "add rule {t} services ip daddr . meta l4proto . th dport vmap @service-ips"
-    ));
-    line(format_args!(
-        "add rule {t} services {node_addr} jump nodeports"
-    ));
-    line(format_args!(
-        "add rule {t} nodeports meta l4proto . th dport vmap @service-nodeports"
-    ));
-    line(format_args!(
-        "add rule {t} endpoints-check ip daddr . meta l4proto . th dport @no-endpoint-services reject"
-    ));
-    line(format_args!(
-        "add rule {t} endpoints-check {node_addr} meta l4proto . th dport @no-endpoint-nodeports reject"
-    ));
-    line(format_args!(
-        "add rule {t} mark-for-masquerade meta mark set meta mark | {MASQUERADE_MARK:#x}"
-    ));
-    line(format_args!(
-        "add rule {t} masquerading meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} meta mark set meta mark ^ {MASQUERADE_MARK:#x} masquerade"
-    ));
-    line(format_args!(
-        "add rule {t} masquerading ip saddr {cidr} ip daddr != {cidr} masquerade"
-    ));
+    rule(
+        "services",
+        format_args!("ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
+    );
+    rule("services", format_args!("{node_addr} jump nodeports"));
+    rule(
+        "nodeports",
+        format_args!("meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
+    );
+    rule(
+        "endpoints-check",
+        format_args!("ip daddr . meta l4proto . th dport @{NO_ENDPOINT_SERVICES} reject"),
+    );
+    rule(
+        "endpoints-check",
+        format_args!("{node_addr} meta l4proto . th dport @{NO_ENDPOINT_NODEPORTS} reject"),
+    );
+    rule(
+        "mark-for-masquerade",
+        format_args!("meta mark set meta mark | {MASQUERADE_MARK:#x}"),
+    );
+    rule(
+        "masquerading",
+        format_args!("meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} meta mark set meta mark ^ {MASQUERADE_MARK:#x} masquerade"),
+    );
+    rule(
+        "masquerading",
+        format_args!("ct status dnat ip saddr . ip daddr @{HAIRPIN} masquerade"),
+    );
+    rule(
+        "masquerading",
+        format_args!("ip saddr {cidr} ip daddr != {cidr} masquerade"),
+    );
 
-    // 4. Per Service port: chains, affinity sets, rules.
-    for port in plan.ports.iter().filter(|p| !p.endpoints.is_empty()) {
-        render_port(&mut line, &t, port);
-    }
-
-    // 5. Elements of the lookup maps and sets.
-    let mut service_ips = Vec::new();
-    let mut service_nodeports = Vec::new();
-    let mut no_endpoint_services = Vec::new();
-    let mut no_endpoint_nodeports = Vec::new();
+    // 4. Per Service port: affinity sets and chains.
     for port in &plan.ports {
-        let frontend = format!("{} . {} . {}", port.cluster_ip, port.protocol, port.port);
-        let node_frontend = port.node_port.map(|np| format!("{} . {np}", port.protocol));
-        if port.endpoints.is_empty() {
-            no_endpoint_services.push(frontend);
-            no_endpoint_nodeports.extend(node_frontend);
-        } else {
-            service_ips.push(format!("{frontend} : goto {}", port.chain));
-            if let Some(node_frontend) = node_frontend {
-                service_nodeports.push(format!("{node_frontend} : goto {}", port.external_chain));
-            }
-        }
+        render_port(&mut out, &t, port);
     }
+
+    // 5. Elements of the lookup maps and sets, one statement each.
+    let mut elements: Vec<Element> = plan.ports.iter().flat_map(port_elements).collect();
+    elements.sort();
+    for (_, set, _) in FIXED_SETS {
+        let of_set: Vec<String> = elements
+            .iter()
+            .filter(|e| e.set == set)
+            .map(Element::full)
+            .collect();
+        out.elements("add", &t, set, of_set.iter().map(String::as_str));
+    }
+    let hairpin: Vec<String> = hairpin_addresses(plan)
+        .into_iter()
+        .map(hairpin_element)
+        .collect();
+    out.elements("add", &t, HAIRPIN, hairpin.iter().map(String::as_str));
     let node_ips: Vec<String> = cfg
         .node_ips
         .iter()
@@ -264,90 +447,19 @@ pub fn render(cfg: &ProxyConfig, plan: &Plan, existing: &TableObjects) -> Rulese
         .into_iter()
         .map(|ip| ip.to_string())
         .collect();
-    for (name, elements) in [
-        ("service-ips", service_ips),
-        ("service-nodeports", service_nodeports),
-        ("no-endpoint-services", no_endpoint_services),
-        ("no-endpoint-nodeports", no_endpoint_nodeports),
-        ("node-ips", node_ips),
-    ] {
-        if !elements.is_empty() {
-            line(format_args!(
-                "add element {t} {name} {{ {} }}",
-                elements.join(", ")
-            ));
-        }
-    }
+    out.elements("add", &t, NODE_IPS, node_ips.iter().map(String::as_str));
 
     Ruleset {
-        script: s,
+        script: out.0,
         deleted_objects,
     }
 }
 
-fn render_port(line: &mut impl FnMut(std::fmt::Arguments<'_>), t: &str, port: &PlannedPort) {
-    let svc = &port.chain;
-    let comment = comment(&port.label);
-    line(format_args!("add chain {t} {svc}"));
-    for ep in &port.endpoints {
-        line(format_args!("add chain {t} {}", ep.chain));
-        if let (Some(set), Some(timeout)) = (&ep.affinity_set, port.affinity_timeout) {
-            line(format_args!(
-                "add set {t} {set} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}"
-            ));
-            line(format_args!(
-                "add rule {t} {svc} ip saddr @{set} goto {}",
-                ep.chain
-            ));
-        }
-    }
-    if let [only] = port.endpoints.as_slice() {
-        line(format_args!(
-            "add rule {t} {svc} goto {} comment \"{comment}\"",
-            only.chain
-        ));
-    } else {
-        let targets: Vec<String> = port
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, ep)| format!("{i} : goto {}", ep.chain))
-            .collect();
-        line(format_args!(
-            "add rule {t} {svc} numgen random mod {} vmap {{ {} }} comment \"{comment}\"",
-            port.endpoints.len(),
-            targets.join(", ")
-        ));
-    }
-    if port.node_port.is_some() {
-        let ext = &port.external_chain;
-        line(format_args!("add chain {t} {ext}"));
-        line(format_args!("add rule {t} {ext} jump mark-for-masquerade"));
-        line(format_args!("add rule {t} {ext} goto {svc}"));
-    }
-    for ep in &port.endpoints {
-        let chain = &ep.chain;
-        line(format_args!(
-            "add rule {t} {chain} ip saddr {} jump mark-for-masquerade",
-            ep.ip
-        ));
-        if let Some(set) = &ep.affinity_set {
-            line(format_args!(
-                "add rule {t} {chain} update @{set} {{ ip saddr }}"
-            ));
-        }
-        line(format_args!(
-            "add rule {t} {chain} meta l4proto {} dnat to {}:{}",
-            port.protocol, ep.ip, ep.port
-        ));
-    }
-}
-
-/// A rule comment: at most 128 bytes (the kernel's limit) of the label, without quotes.
+/// A rule comment: at most 120 bytes (the kernel allows 128) of the label, without quotes.
 fn comment(label: &str) -> String {
     label
         .chars()
-        .filter(|c| !matches!(c, '"' | '\\' | '\n'))
+        .filter(|c| !matches!(c, '"' | '\\' | '\n' | ';'))
         .scan(0, |len, c| {
             *len += c.len_utf8();
             (*len <= 120).then_some(c)
@@ -356,14 +468,14 @@ fn comment(label: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
     use crate::services::plan::plan;
     use crate::services::types::{Endpoint, Protocol, ServicePort, ServiceSpec};
 
-    fn cfg(node_ips: Vec<Ipv4Addr>) -> ProxyConfig {
+    pub(crate) fn cfg(node_ips: Vec<Ipv4Addr>) -> ProxyConfig {
         ProxyConfig {
             table: "capstan".into(),
             pod_cidr: "10.244.0.0/16".parse().unwrap(),
@@ -371,24 +483,30 @@ mod tests {
         }
     }
 
-    fn web(affinity: Option<u32>, endpoints: &[[u8; 4]]) -> (ServiceSpec, Vec<Endpoint>) {
+    /// `default/<name>` on 10.96.0.<ip>:80 with NodePort 30000+<ip>, endpoints 10.244.0.x.
+    pub(crate) fn svc(
+        name: &str,
+        ip: u8,
+        affinity: Option<u32>,
+        endpoints: &[u8],
+    ) -> (ServiceSpec, Vec<Endpoint>) {
         (
             ServiceSpec {
                 namespace: "default".into(),
-                name: "web".into(),
-                cluster_ip: Some(Ipv4Addr::new(10, 96, 0, 10)),
+                name: name.into(),
+                cluster_ip: Some(Ipv4Addr::new(10, 96, 0, ip)),
                 ports: vec![ServicePort {
                     name: "http".into(),
                     protocol: Protocol::Tcp,
                     port: 80,
-                    node_port: Some(30080),
+                    node_port: Some(30000 + u16::from(ip)),
                 }],
                 session_affinity_timeout: affinity,
             },
             endpoints
                 .iter()
-                .map(|ip| Endpoint {
-                    ip: Ipv4Addr::from(*ip),
+                .map(|last| Endpoint {
+                    ip: Ipv4Addr::new(10, 244, 0, *last),
                     port: 8080,
                     port_name: "http".into(),
                     ready: true,
@@ -412,38 +530,30 @@ mod tests {
     }
 
     #[test]
-    fn a_node_port_service_with_affinity_renders_to_maps_chains_and_sets() {
-        let plan = plan(&[web(Some(30), &[[10, 244, 0, 2], [10, 244, 0, 3]])]);
-        let (svc, ext) = (&plan.ports[0].chain, &plan.ports[0].external_chain);
-        let (ep2, ep3) = (&plan.ports[0].endpoints[0], &plan.ports[0].endpoints[1]);
+    fn a_node_port_service_with_affinity_renders_to_maps_one_chain_and_sets() {
+        let plan = plan(&[svc("web", 10, Some(30), &[2, 3])]);
+        let (chain, ext) = (&plan.ports[0].chain, &plan.ports[0].external_chain);
         let (aff2, aff3) = (
-            ep2.affinity_set.as_deref().unwrap(),
-            ep3.affinity_set.as_deref().unwrap(),
+            plan.ports[0].endpoints[0].affinity_set.as_deref().unwrap(),
+            plan.ports[0].endpoints[1].affinity_set.as_deref().unwrap(),
         );
-        let (ep2, ep3) = (&ep2.chain, &ep3.chain);
         let ruleset = render(&cfg(vec![]), &plan, &TableObjects::default());
         assert_eq!(ruleset.deleted_objects, 0);
         let t = "ip capstan";
         let expected = [
-            format!("add chain {t} {svc}"),
-            format!("add chain {t} {ep2}"),
             format!("add set {t} {aff2} {{ type ipv4_addr; flags dynamic,timeout; timeout 30s; }}"),
-            format!("add rule {t} {svc} ip saddr @{aff2} goto {ep2}"),
-            format!("add chain {t} {ep3}"),
             format!("add set {t} {aff3} {{ type ipv4_addr; flags dynamic,timeout; timeout 30s; }}"),
-            format!("add rule {t} {svc} ip saddr @{aff3} goto {ep3}"),
-            format!("add rule {t} {svc} numgen random mod 2 vmap {{ 0 : goto {ep2}, 1 : goto {ep3} }} comment \"default/web:http\""),
-            format!("add chain {t} {ext}"),
-            format!("add rule {t} {ext} jump mark-for-masquerade"),
-            format!("add rule {t} {ext} goto {svc}"),
-            format!("add rule {t} {ep2} ip saddr 10.244.0.2 jump mark-for-masquerade"),
-            format!("add rule {t} {ep2} update @{aff2} {{ ip saddr }}"),
-            format!("add rule {t} {ep2} meta l4proto tcp dnat to 10.244.0.2:8080"),
-            format!("add rule {t} {ep3} ip saddr 10.244.0.3 jump mark-for-masquerade"),
-            format!("add rule {t} {ep3} update @{aff3} {{ ip saddr }}"),
-            format!("add rule {t} {ep3} meta l4proto tcp dnat to 10.244.0.3:8080"),
-            format!("add element {t} service-ips {{ 10.96.0.10 . tcp . 80 : goto {svc} }}"),
-            format!("add element {t} service-nodeports {{ tcp . 30080 : goto {ext} }}"),
+            format!(
+                "add chain {t} {chain} {{ \
+                 ip saddr @{aff2} update @{aff2} {{ ip saddr }} meta l4proto tcp dnat to 10.244.0.2:8080; \
+                 ip saddr @{aff3} update @{aff3} {{ ip saddr }} meta l4proto tcp dnat to 10.244.0.3:8080; \
+                 numgen random mod 2 0 update @{aff2} {{ ip saddr }} meta l4proto tcp dnat to 10.244.0.2:8080; \
+                 update @{aff3} {{ ip saddr }} meta l4proto tcp dnat to 10.244.0.3:8080 comment \"default/web:http\"; }}"
+            ),
+            format!("add chain {t} {ext} {{ jump mark-for-masquerade; goto {chain}; }}"),
+            format!("add element {t} service-ips {{ 10.96.0.10 . tcp . 80 : goto {chain} }}"),
+            format!("add element {t} service-nodeports {{ tcp . 30010 : goto {ext} }}"),
+            format!("add element {t} hairpin {{ 10.244.0.2 . 10.244.0.2, 10.244.0.3 . 10.244.0.3 }}"),
         ];
         assert_eq!(service_lines(&ruleset.script), expected);
 
@@ -455,6 +565,7 @@ mod tests {
             "flush map ip capstan service-ips",
             "add rule ip capstan services ip daddr . meta l4proto . th dport vmap @service-ips",
             "add rule ip capstan services fib daddr type local ip daddr != 127.0.0.0/8 jump nodeports",
+            "add rule ip capstan masquerading ct status dnat ip saddr . ip daddr @hairpin masquerade",
             "add rule ip capstan masquerading ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade",
         ] {
             assert!(all.contains(&fixed), "missing {fixed:?}");
@@ -466,13 +577,46 @@ mod tests {
         let first_rule = all.iter().position(|l| l.starts_with("add rule")).unwrap();
         assert!(flush < first_rule, "rules are added after the flush");
         assert!(!all.iter().any(|l| l.contains("flush set ip capstan aff-")));
+        assert!(
+            !ruleset.script.contains("vmap {"),
+            "no anonymous sets: they make big transactions quadratic"
+        );
+    }
+
+    #[test]
+    fn endpoints_are_picked_by_a_numgen_cascade_that_is_even() {
+        let plan = plan(&[svc("web", 10, None, &[2, 3, 4])]);
+        let script = render(&cfg(vec![]), &plan, &TableObjects::default()).script;
+        let chain = lines(&script)
+            .into_iter()
+            .find(|l| l.starts_with(&format!("add chain ip capstan {}", plan.ports[0].chain)))
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            chain,
+            format!(
+                "add chain ip capstan {} {{ \
+                 numgen random mod 3 0 meta l4proto tcp dnat to 10.244.0.2:8080; \
+                 numgen random mod 2 0 meta l4proto tcp dnat to 10.244.0.3:8080; \
+                 meta l4proto tcp dnat to 10.244.0.4:8080 comment \"default/web:http\"; }}",
+                plan.ports[0].chain
+            )
+        );
+        // Rule i takes 1/(n-i) of what reaches it: each endpoint gets exactly 1/n.
+        let n = 3.0_f64;
+        let mut left = 1.0;
+        for i in 0..3 {
+            let share = left / (n - f64::from(i));
+            assert!((share - 1.0 / n).abs() < 1e-12);
+            left -= share;
+        }
     }
 
     #[test]
     fn no_ready_endpoints_means_reject_entries_and_no_chains() {
-        let (mut spec, mut eps) = web(None, &[[10, 244, 0, 2]]);
+        let (mut spec, mut eps) = svc("web", 11, None, &[2]);
         eps[0].ready = false;
-        spec.cluster_ip = Some(Ipv4Addr::new(10, 96, 0, 11));
+        spec.ports[0].node_port = Some(30080);
         let plan = plan(&[(spec, eps)]);
         let ruleset = render(
             &cfg(vec![Ipv4Addr::new(192, 168, 1, 5)]),
@@ -493,22 +637,8 @@ mod tests {
     }
 
     #[test]
-    fn one_endpoint_is_a_plain_goto_without_numgen() {
-        let plan = plan(&[web(None, &[[10, 244, 0, 2]])]);
-        let port = &plan.ports[0];
-        let script = render(&cfg(vec![]), &plan, &TableObjects::default()).script;
-        let goto = format!(
-            "add rule ip capstan {} goto {} comment \"default/web:http\"",
-            port.chain, port.endpoints[0].chain
-        );
-        assert!(lines(&script).contains(&goto.as_str()), "{script}");
-        assert!(!script.contains("numgen"));
-        assert!(!script.contains("aff-"));
-    }
-
-    #[test]
     fn stale_objects_are_deleted_and_kept_affinity_sets_are_not_flushed() {
-        let plan = plan(&[web(Some(30), &[[10, 244, 0, 2]])]);
+        let plan = plan(&[svc("web", 10, Some(30), &[2])]);
         let kept_set = plan.ports[0].endpoints[0].affinity_set.clone().unwrap();
         let kept_chain = plan.ports[0].chain.clone();
         let existing = TableObjects {
@@ -545,5 +675,11 @@ mod tests {
         assert!(!all
             .iter()
             .any(|l| l.starts_with("flush set") && l.contains(&kept_set)));
+    }
+
+    #[test]
+    fn comments_drop_quotes_and_separators_and_stay_short() {
+        assert_eq!(comment("a\"b;c\\d"), "abcd");
+        assert_eq!(comment(&"x".repeat(300)).len(), 120);
     }
 }

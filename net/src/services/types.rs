@@ -104,4 +104,8 @@ pub struct SyncStats {
     pub skipped: usize,
     /// Chains, sets and maps of earlier syncs that were deleted.
     pub deleted_objects: usize,
+    /// Whether the table was rewritten (a full sync) rather than updated.
+    pub full_sync: bool,
+    /// Service ports whose objects were written or removed (all of them in a full sync).
+    pub changed_ports: usize,
 }

@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod env;
+pub mod hooks;
 pub mod images;
 pub mod network;
 pub mod node;

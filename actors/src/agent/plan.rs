@@ -113,13 +113,68 @@ fn restart_at(policy: &str, latest: &ContainerStatus) -> Option<DateTime<Utc>> {
     Some(ended + crash_backoff(latest.attempt, ran_for))
 }
 
+/// How far a pod's init containers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InitProgress {
+    /// Every init container exited 0 (or there are none): the app containers may run.
+    Done,
+    /// One is running, starting or waiting for its restart.
+    Waiting,
+    /// One failed and the restart policy is `Never`: the pod has failed.
+    Failed,
+}
+
+/// Walks the init containers in order: the first that has not succeeded yet is started (or
+/// restarted after a failure, with back-off, unless the policy is `Never`); nothing after it
+/// runs until it exits 0.
+fn init_progress(
+    spec: &v1::PodSpec,
+    records: &[ContainerStatus],
+    now: DateTime<Utc>,
+    actions: &mut Vec<ContainerAction>,
+) -> InitProgress {
+    for c in &spec.init_containers {
+        let tries = attempts(records, &c.name);
+        for old in tries.iter().skip(2) {
+            actions.push(ContainerAction::Remove { id: old.id.clone() });
+        }
+        let Some(latest) = tries.first() else {
+            actions.push(ContainerAction::Start {
+                name: c.name.clone(),
+                attempt: 0,
+            });
+            return InitProgress::Waiting;
+        };
+        match finished(latest) {
+            None => return InitProgress::Waiting,
+            Some((0, _, _)) => continue,
+            Some(_) if spec.restart_policy == "Never" => return InitProgress::Failed,
+            Some(_) => {
+                // Init containers restart on failure only, whatever the pod's policy.
+                if restart_at("OnFailure", latest).is_some_and(|at| at <= now) {
+                    actions.push(ContainerAction::Start {
+                        name: c.name.clone(),
+                        attempt: latest.attempt + 1,
+                    });
+                }
+                return InitProgress::Waiting;
+            }
+        }
+    }
+    InitProgress::Done
+}
+
 /// Decides the container actions for a pod. `records` are the runtime's containers of this pod.
+/// Init containers run one at a time, in order, before any app container.
 pub fn plan(
     spec: &v1::PodSpec,
     records: &[ContainerStatus],
     now: DateTime<Utc>,
 ) -> Vec<ContainerAction> {
     let mut actions = Vec::new();
+    if init_progress(spec, records, now, &mut actions) != InitProgress::Done {
+        return actions;
+    }
     for c in &spec.containers {
         let tries = attempts(records, &c.name);
         match tries.first() {
@@ -193,95 +248,79 @@ pub fn pod_status(
     let previous = pod.status.clone().unwrap_or_default();
     let now_s = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut tally = Tally::default();
-    let mut statuses = Vec::new();
     let mut unready: Vec<(String, Option<String>)> = Vec::new();
-    for c in &spec.containers {
-        let tries = attempts(records, &c.name);
-        let mut st = v1::ContainerStatus {
-            name: c.name.clone(),
-            image: c.image.clone(),
-            ..Default::default()
-        };
-        let mut state = v1::ContainerState::default();
-        match tries.first() {
-            None => {
-                tally.waiting += 1;
-                let (reason, message) = match start_failures.get(&c.name) {
-                    Some(f) => (f.reason.clone(), f.message.clone()),
-                    None => ("ContainerCreating".to_string(), String::new()),
-                };
-                state.waiting = Some(v1::ContainerStateWaiting { reason, message });
+    let mut init_tally = Tally::default();
+    let mut incomplete = Vec::new();
+    let init_policy = if spec.restart_policy == "Never" {
+        "Never"
+    } else {
+        "OnFailure"
+    };
+    let init_statuses: Vec<v1::ContainerStatus> = spec
+        .init_containers
+        .iter()
+        .map(|c| {
+            let cx = StatusContext {
+                pod,
+                records,
+                start_failures,
+                health,
+                restart_policy: init_policy,
+                now,
+            };
+            let mut st = container_status(&cx, c, &mut init_tally, &mut Vec::new());
+            let done = st
+                .state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0);
+            st.ready = done;
+            st.started = st.state.as_ref().is_some_and(|s| s.running.is_some());
+            if !done {
+                incomplete.push(c.name.clone());
             }
-            Some(latest) => {
-                st.container_id = format!("capstan://{}", latest.id);
-                st.restart_count = latest.attempt as i32;
-                st.last_state =
-                    tries
-                        .get(1)
-                        .and_then(|p| terminated(p))
-                        .map(|t| v1::ContainerState {
-                            terminated: Some(t),
-                            ..Default::default()
-                        });
-                match (&latest.state, terminated(latest)) {
-                    (ContainerState::Running { started_at, .. }, _) => {
-                        tally.running += 1;
-                        let h = health
-                            .get(&c.name)
-                            .cloned()
-                            .unwrap_or_else(|| ContainerHealth::initial(c));
-                        st.ready = h.ready;
-                        st.started = h.started;
-                        if !h.ready {
-                            unready.push((c.name.clone(), h.message));
-                        }
-                        state.running = Some(v1::ContainerStateRunning {
-                            started_at: started_at.clone(),
-                        });
-                    }
-                    (ContainerState::Created, _) => {
-                        tally.waiting += 1;
-                        state.waiting = Some(v1::ContainerStateWaiting {
-                            reason: "ContainerCreating".into(),
-                            message: String::new(),
-                        });
-                    }
-                    (_, Some(term)) => {
-                        tally.stopped += 1;
-                        if term.exit_code == 0 {
-                            tally.succeeded += 1;
-                        }
-                        if let Some(at) = restart_at(&spec.restart_policy, latest) {
-                            let wait = (at - now).num_seconds().max(0);
-                            let failure = start_failures.get(&c.name);
-                            state.waiting = Some(v1::ContainerStateWaiting {
-                                reason: failure
-                                    .map(|f| f.reason.clone())
-                                    .unwrap_or_else(|| "CrashLoopBackOff".into()),
-                                message: failure.map(|f| f.message.clone()).unwrap_or_else(|| {
-                                    format!(
-                                        "back-off {wait}s restarting failed container={} pod={}",
-                                        c.name,
-                                        pod_name(pod)
-                                    )
-                                }),
-                            });
-                            st.last_state = Some(v1::ContainerState {
-                                terminated: Some(term),
-                                ..Default::default()
-                            });
-                        } else {
-                            state.terminated = Some(term);
-                        }
-                    }
-                    (_, None) => {}
-                }
+            st
+        })
+        .collect();
+    let initialized = incomplete.is_empty();
+    let init_failed = spec.restart_policy == "Never" && init_tally.stopped > init_tally.succeeded;
+    let cx = StatusContext {
+        pod,
+        records,
+        start_failures,
+        health,
+        restart_policy: &spec.restart_policy,
+        now,
+    };
+    let statuses: Vec<v1::ContainerStatus> = spec
+        .containers
+        .iter()
+        .map(|c| {
+            if initialized {
+                return container_status(&cx, c, &mut tally, &mut unready);
             }
-        }
-        st.state = Some(state);
-        statuses.push(st);
-    }
-    let phase = phase(&spec, &tally, &previous.phase);
+            tally.waiting += 1;
+            v1::ContainerStatus {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                state: Some(v1::ContainerState {
+                    waiting: Some(v1::ContainerStateWaiting {
+                        reason: "PodInitializing".into(),
+                        message: String::new(),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let phase = if init_failed && !matches!(previous.phase.as_str(), "Succeeded") {
+        "Failed"
+    } else if !initialized && !matches!(previous.phase.as_str(), "Succeeded" | "Failed") {
+        "Pending"
+    } else {
+        phase(&spec, &tally, &previous.phase)
+    };
     let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s.ready);
     let mut status = v1::PodStatus {
         phase: phase.to_string(),
@@ -294,6 +333,7 @@ pub fn pod_status(
             previous.start_time.clone()
         },
         container_statuses: statuses,
+        init_container_statuses: init_statuses,
         ..Default::default()
     };
     let (ready, reason) = match (all_ready, phase) {
@@ -302,7 +342,25 @@ pub fn pod_status(
         (false, _) => ("False", "ContainersNotReady"),
     };
     let message = unready_message(&unready, reason);
-    crate::apiserver::registry::set_pod_condition(&mut status, "Initialized", "True", &now_s);
+    let init = if initialized { "True" } else { "False" };
+    crate::apiserver::registry::set_pod_condition(&mut status, "Initialized", init, &now_s);
+    if let Some(c) = status
+        .conditions
+        .iter_mut()
+        .find(|c| c.r#type == "Initialized")
+    {
+        (c.reason, c.message) = if initialized {
+            (String::new(), String::new())
+        } else {
+            (
+                "ContainersNotInitialized".into(),
+                format!(
+                    "containers with incomplete status: [{}]",
+                    incomplete.join(" ")
+                ),
+            )
+        };
+    }
     for cond in ["ContainersReady", "Ready"] {
         crate::apiserver::registry::set_pod_condition(&mut status, cond, ready, &now_s);
         if let Some(c) = status.conditions.iter_mut().find(|c| c.r#type == cond) {
@@ -311,6 +369,117 @@ pub fn pod_status(
         }
     }
     status
+}
+
+/// What computing one container's status needs.
+struct StatusContext<'a> {
+    pod: &'a v1::Pod,
+    records: &'a [ContainerStatus],
+    start_failures: &'a HashMap<String, StartFailure>,
+    health: &'a HashMap<String, ContainerHealth>,
+    restart_policy: &'a str,
+    now: DateTime<Utc>,
+}
+
+/// The status of container `c` from its attempts, counted into `tally`; a running container
+/// that is not ready is added to `unready`.
+fn container_status(
+    cx: &StatusContext<'_>,
+    c: &v1::Container,
+    tally: &mut Tally,
+    unready: &mut Vec<(String, Option<String>)>,
+) -> v1::ContainerStatus {
+    let StatusContext {
+        pod,
+        records,
+        start_failures,
+        health,
+        now,
+        ..
+    } = *cx;
+    let tries = attempts(records, &c.name);
+    let mut st = v1::ContainerStatus {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        ..Default::default()
+    };
+    let mut state = v1::ContainerState::default();
+    match tries.first() {
+        None => {
+            tally.waiting += 1;
+            let (reason, message) = match start_failures.get(&c.name) {
+                Some(f) => (f.reason.clone(), f.message.clone()),
+                None => ("ContainerCreating".to_string(), String::new()),
+            };
+            state.waiting = Some(v1::ContainerStateWaiting { reason, message });
+        }
+        Some(latest) => {
+            st.container_id = format!("capstan://{}", latest.id);
+            st.restart_count = latest.attempt as i32;
+            st.last_state = tries
+                .get(1)
+                .and_then(|p| terminated(p))
+                .map(|t| v1::ContainerState {
+                    terminated: Some(t),
+                    ..Default::default()
+                });
+            match (&latest.state, terminated(latest)) {
+                (ContainerState::Running { started_at, .. }, _) => {
+                    tally.running += 1;
+                    let h = health
+                        .get(&c.name)
+                        .cloned()
+                        .unwrap_or_else(|| ContainerHealth::initial(c));
+                    st.ready = h.ready;
+                    st.started = h.started;
+                    if !h.ready {
+                        unready.push((c.name.clone(), h.message));
+                    }
+                    state.running = Some(v1::ContainerStateRunning {
+                        started_at: started_at.clone(),
+                    });
+                }
+                (ContainerState::Created, _) => {
+                    tally.waiting += 1;
+                    state.waiting = Some(v1::ContainerStateWaiting {
+                        reason: "ContainerCreating".into(),
+                        message: String::new(),
+                    });
+                }
+                (_, Some(term)) => {
+                    tally.stopped += 1;
+                    if term.exit_code == 0 {
+                        tally.succeeded += 1;
+                    }
+                    if let Some(at) = restart_at(cx.restart_policy, latest) {
+                        let wait = (at - now).num_seconds().max(0);
+                        let failure = start_failures.get(&c.name);
+                        state.waiting = Some(v1::ContainerStateWaiting {
+                            reason: failure
+                                .map(|f| f.reason.clone())
+                                .unwrap_or_else(|| "CrashLoopBackOff".into()),
+                            message: failure.map(|f| f.message.clone()).unwrap_or_else(|| {
+                                format!(
+                                    "back-off {wait}s restarting failed container={} pod={}",
+                                    c.name,
+                                    pod_name(pod)
+                                )
+                            }),
+                        });
+                        st.last_state = Some(v1::ContainerState {
+                            terminated: Some(term),
+                            ..Default::default()
+                        });
+                    } else {
+                        state.terminated = Some(term);
+                    }
+                }
+                (_, None) => {}
+            }
+        }
+    }
+    st.state = Some(state);
+    st
 }
 
 /// Kubelet's `containers with unready status: [a b]`, followed by what the probes said.
@@ -726,5 +895,127 @@ mod tests {
         let s = pod_status(&pod(sp, "Running"), &[run], &none, &ok, "", now);
         assert_eq!(ready_of(&s), (true, Some(("True".into(), String::new()))));
         assert!(s.container_statuses[0].started);
+    }
+
+    #[test]
+    fn init_containers_run_one_at_a_time_in_order_before_the_app() {
+        let mut sp = spec("Always", &["app"]);
+        sp.init_containers = spec("", &["first", "second"]).containers;
+        let now = at("2026-01-01T00:01:00Z");
+        let none = HashMap::new();
+        let start = |name: &str, attempt| ContainerAction::Start {
+            name: name.into(),
+            attempt,
+        };
+        assert_eq!(plan(&sp, &[], now), [start("first", 0)]);
+        let s = pod_status(&pod(sp.clone(), ""), &[], &none, &HashMap::new(), "", now);
+        assert_eq!(s.phase, "Pending");
+        let init = s
+            .conditions
+            .iter()
+            .find(|c| c.r#type == "Initialized")
+            .unwrap();
+        assert_eq!(init.status, "False");
+        assert_eq!(
+            init.message,
+            "containers with incomplete status: [first second]"
+        );
+        let waiting = |st: &v1::ContainerStatus| {
+            st.state
+                .as_ref()
+                .and_then(|s| s.waiting.clone())
+                .map(|w| w.reason)
+        };
+        assert_eq!(
+            waiting(&s.container_statuses[0]).as_deref(),
+            Some("PodInitializing")
+        );
+
+        let running = rec(
+            "first",
+            0,
+            ContainerState::Running {
+                pid: 1,
+                started_at: "2026-01-01T00:00:00Z".into(),
+            },
+        );
+        assert!(
+            plan(&sp, &[running], now).is_empty(),
+            "nothing else while first runs"
+        );
+
+        let first_done = rec(
+            "first",
+            0,
+            exited(0, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),
+        );
+        assert_eq!(plan(&sp, &[first_done.clone()], now), [start("second", 0)]);
+        let second_done = rec(
+            "second",
+            0,
+            exited(0, "2026-01-01T00:00:02Z", "2026-01-01T00:00:03Z"),
+        );
+        let both = [first_done, second_done];
+        assert_eq!(plan(&sp, &both, now), [start("app", 0)]);
+        let s = pod_status(&pod(sp, "Pending"), &both, &none, &HashMap::new(), "", now);
+        let init = s
+            .conditions
+            .iter()
+            .find(|c| c.r#type == "Initialized")
+            .unwrap();
+        assert_eq!(init.status, "True");
+        assert!(s.init_container_statuses.iter().all(|st| st.ready));
+        assert_eq!(s.init_container_statuses.len(), 2);
+    }
+
+    #[test]
+    fn a_failed_init_container_fails_the_pod_under_never_and_restarts_otherwise() {
+        let failed = rec(
+            "init",
+            0,
+            exited(1, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),
+        );
+        let none = HashMap::new();
+        let mut never = spec("Never", &["app"]);
+        never.init_containers = spec("", &["init"]).containers;
+        let now = at("2026-01-01T00:10:00Z");
+        assert!(plan(&never, &[failed.clone()], now).is_empty());
+        let s = pod_status(
+            &pod(never, "Pending"),
+            &[failed.clone()],
+            &none,
+            &HashMap::new(),
+            "",
+            now,
+        );
+        assert_eq!(s.phase, "Failed");
+
+        let mut always = spec("Always", &["app"]);
+        always.init_containers = spec("", &["init"]).containers;
+        // Within the 10 s back-off: wait; after it: attempt 1.
+        assert!(plan(&always, &[failed.clone()], at("2026-01-01T00:00:05Z")).is_empty());
+        assert_eq!(
+            plan(&always, &[failed.clone()], now),
+            [ContainerAction::Start {
+                name: "init".into(),
+                attempt: 1
+            }]
+        );
+        let s = pod_status(
+            &pod(always, "Pending"),
+            &[failed],
+            &none,
+            &HashMap::new(),
+            "",
+            at("2026-01-01T00:00:05Z"),
+        );
+        assert_eq!(s.phase, "Pending");
+        let init = &s.init_container_statuses[0];
+        let reason = init
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.clone())
+            .map(|w| w.reason);
+        assert_eq!(reason.as_deref(), Some("CrashLoopBackOff"));
     }
 }

@@ -21,6 +21,7 @@ use api::Kind;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::context::{blocking, container_id, netns_name, AgentContext};
+use super::hooks;
 use super::images;
 use super::plan::{self, ContainerAction, StartFailure};
 use super::probe::{ContainerProber, ProbeKind, ProbeOutcome, Restart};
@@ -191,7 +192,7 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
     }) {
         Some(p) if p.metadata.as_ref().is_some_and(|m| m.uid == a.uid) => p,
         _ => {
-            teardown(&a, Duration::from_secs(30)).await?;
+            teardown(&a, Duration::from_secs(30), None, None).await?;
             return Ok(Outcome::Done);
         }
     };
@@ -199,7 +200,8 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
     let spec = pod.spec.clone().unwrap_or_default();
     if !meta.deletion_timestamp.is_empty() {
         let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64;
-        teardown(&a, Duration::from_secs(grace)).await?;
+        let pod_ip = state.pod_ip.map(IpAddr::V4);
+        teardown(&a, Duration::from_secs(grace), Some(&spec), pod_ip).await?;
         match a.ctx.client.delete(Kind::Pod, &a.namespace, &a.name).await {
             Ok(_) | Err(ClientError::NotFound(_)) => {}
             Err(e) => return Err(Error::Client(e.to_string())),
@@ -242,7 +244,8 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
     for action in actions {
         match action {
             ContainerAction::Start { name, attempt } => {
-                let Some(c) = spec.containers.iter().find(|c| c.name == name) else {
+                let all = spec.init_containers.iter().chain(&spec.containers);
+                let Some(c) = all.into_iter().find(|c| c.name == name) else {
                     continue;
                 };
                 let dir = volumes::pod_volumes_dir(&a.ctx.pods_dir, &a.uid);
@@ -299,9 +302,10 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                     Ok(rt.start_container_with(&cspec, &limits)?)
                 };
                 match blocking(start).await {
-                    Ok(_) => {
+                    Ok(started) => {
                         state.start_failures.remove(&name);
                         tracing::info!(namespace = %a.namespace, pod = %a.name, container = %name, attempt, "container started");
+                        post_start(&a, &spec, c, &started.id, pod_ip).await;
                     }
                     Err(e) => {
                         tracing::warn!(namespace = %a.namespace, pod = %a.name, container = %name, error = %e, "container failed to start");
@@ -495,8 +499,11 @@ fn probe_result(
         container_id.to_string(),
     );
     let name = container.to_string();
+    let (ctx, spec_c, pod_ip) = (a.ctx.clone(), slot.container.clone(), state.pod_ip);
     tokio::spawn(async move {
         let stop_id = id.clone();
+        let pod_ip = pod_ip.map(IpAddr::V4);
+        let grace = hooks::pre_stop(&ctx, Some(&spec_c), &id, pod_ip, grace).await;
         if let Err(e) = blocking(move || Ok(rt.stop_container(&stop_id, grace)?)).await {
             tracing::warn!(namespace = %a.namespace, pod = %a.name, container = %name, error = %e, "stopping a container that failed its probe failed");
         }
@@ -538,8 +545,56 @@ async fn pod_records(a: &PodWorkerArgs) -> Result<Vec<runtime::ContainerStatus>>
     .await
 }
 
+/// Runs the container's postStart hook, if any; when it fails the container is stopped (and
+/// restarted by the restart policy), as the kubelet does.
+async fn post_start(
+    a: &PodWorkerArgs,
+    spec: &v1::PodSpec,
+    c: &v1::Container,
+    id: &str,
+    pod_ip: Option<std::net::Ipv4Addr>,
+) {
+    let Some(handler) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
+        return;
+    };
+    let pod_ip = pod_ip.map(IpAddr::V4);
+    let outcome = hooks::run(&a.ctx, handler, c, id, pod_ip, hooks::POST_START_TIMEOUT).await;
+    let Err(reason) = outcome else {
+        tracing::info!(namespace = %a.namespace, pod = %a.name, container = %c.name, "postStart hook ran");
+        return;
+    };
+    tracing::warn!(namespace = %a.namespace, pod = %a.name, container = %c.name, reason = %reason, "FailedPostStartHook: stopping the container");
+    let grace =
+        Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+    let (rt, id) = (a.ctx.runtime.clone(), id.to_owned());
+    if let Err(e) = blocking(move || Ok(rt.stop_container(&id, grace)?)).await {
+        tracing::warn!(namespace = %a.namespace, pod = %a.name, container = %c.name, error = %e, "stopping after a failed postStart hook failed");
+    }
+}
+
 /// Stops and removes every container of the pod and its network namespace. Idempotent.
-async fn teardown(a: &PodWorkerArgs, grace: Duration) -> Result<()> {
+/// Running containers first get their preStop hooks (from `spec`, when the pod is still
+/// known), all at once, within `grace`.
+async fn teardown(
+    a: &PodWorkerArgs,
+    grace: Duration,
+    spec: Option<&v1::PodSpec>,
+    pod_ip: Option<IpAddr>,
+) -> Result<()> {
+    let running: Vec<_> = pod_records(a)
+        .await?
+        .into_iter()
+        .filter(|r| matches!(r.state, runtime::ContainerState::Running { .. }))
+        .collect();
+    let hooks = running.iter().map(|r| {
+        let c = spec.and_then(|s| s.containers.iter().find(|c| c.name == r.container_name));
+        hooks::pre_stop(&a.ctx, c, &r.id, pod_ip, grace)
+    });
+    let grace = futures::future::join_all(hooks)
+        .await
+        .into_iter()
+        .min()
+        .unwrap_or(grace);
     let (rt, mgr, uid) = (a.ctx.runtime.clone(), a.ctx.netns.clone(), a.uid.clone());
     let (network, pods_dir) = (a.ctx.network.clone(), a.ctx.pods_dir.clone());
     blocking(move || {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{
     Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, Mount, RootBuilder, Spec,
+    LinuxResourcesBuilder, Mount, MountBuilder, RootBuilder, Spec,
 };
 
 use crate::error::{Error, Result};
@@ -211,10 +211,13 @@ pub fn build_spec(
     oci.set_hostname(Some(hostname));
 
     // The defaults minus the cgroupfs mount: the skeleton does not expose cgroups inside.
-    let mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts()
+    let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts()
         .into_iter()
         .filter(|m| m.destination() != Path::new("/sys/fs/cgroup"))
         .collect();
+    for b in &spec.bind_mounts {
+        mounts.push(bind_mount(&spec.id, b)?);
+    }
     oci.set_mounts(Some(mounts));
 
     let mut linux = oci.linux().clone().unwrap_or_default();
@@ -242,6 +245,27 @@ pub fn build_spec(
     );
     oci.set_annotations(Some(annotations));
     Ok(oci)
+}
+
+/// One OCI bind mount (recursive, private) of a host path.
+fn bind_mount(id: &str, b: &crate::types::BindMount) -> Result<Mount> {
+    if !b.destination.is_absolute() {
+        return Err(Error::InvalidSpec {
+            id: id.to_string(),
+            reason: format!(
+                "bind mount destination {} must be an absolute path",
+                b.destination.display()
+            ),
+        });
+    }
+    let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+    options.push(if b.read_only { "ro" } else { "rw" }.to_string());
+    Ok(MountBuilder::default()
+        .destination(&b.destination)
+        .typ("bind")
+        .source(&b.source)
+        .options(options)
+        .build()?)
 }
 
 /// Saves `spec` as `<bundle>/config.json`.
@@ -385,6 +409,46 @@ mod tests {
         assert_eq!(
             process.args().clone().unwrap_or_default(),
             ["/entry", "serve", "--port=1"]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn bind_mounts_follow_the_default_mounts_and_need_absolute_destinations() -> anyhow::Result<()>
+    {
+        let s = ContainerSpec {
+            bind_mounts: vec![crate::types::BindMount {
+                source: "/var/lib/capstan/pods/uid1/hosts".into(),
+                destination: "/etc/hosts".into(),
+                read_only: false,
+            }],
+            ..spec()
+        };
+        let oci = build_spec(&s, &Resources::default(), &image(), Path::new("/r"))?;
+        let mounts = oci.mounts().clone().unwrap_or_default();
+        let last = mounts.last().expect("a mount");
+        assert_eq!(last.destination(), Path::new("/etc/hosts"));
+        assert_eq!(last.typ().as_deref(), Some("bind"));
+        assert_eq!(
+            last.source().as_deref(),
+            Some(Path::new("/var/lib/capstan/pods/uid1/hosts"))
+        );
+        assert_eq!(
+            last.options().clone().unwrap_or_default(),
+            ["rbind", "rprivate", "rw"]
+        );
+        let relative = ContainerSpec {
+            bind_mounts: vec![crate::types::BindMount {
+                source: "/x".into(),
+                destination: "etc/hosts".into(),
+                read_only: true,
+            }],
+            ..spec()
+        };
+        let err = build_spec(&relative, &Resources::default(), &image(), Path::new("/r"));
+        assert!(
+            matches!(&err, Err(Error::InvalidSpec { reason, .. }) if reason.contains("absolute")),
+            "{err:?}"
         );
         Ok(())
     }

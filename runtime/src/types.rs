@@ -41,6 +41,21 @@ pub struct ContainerSpec {
     pub hostname: String,
     /// Network namespace to join; `None` creates a fresh one.
     pub netns_path: Option<PathBuf>,
+    /// Host files or directories bind-mounted into the container, after the default mounts
+    /// (the agent's per-pod `/etc/hosts`, say). The runtime does not look inside them.
+    pub bind_mounts: Vec<BindMount>,
+}
+
+/// A host path bind-mounted into a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindMount {
+    /// Path on the host; must exist.
+    pub source: PathBuf,
+    /// Absolute path inside the container; created (as a file or directory, like the
+    /// source) when the image lacks it.
+    pub destination: PathBuf,
+    /// Mount it read-only.
+    pub read_only: bool,
 }
 
 /// cgroup limits of a container in plain units (the agent converts Kubernetes quantities).

@@ -46,6 +46,26 @@ pub struct NodeArgs {
     /// The nftables table the Service proxy owns.
     #[arg(long, default_value = "capstan")]
     proxy_table: String,
+    /// The cluster DNS domain: Services are `<svc>.<ns>.svc.<domain>`.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Servers the node's DNS forwards names outside the cluster domain to, as IP or IP:PORT,
+    /// comma-separated (default: the nameservers of --resolv-conf).
+    #[arg(long, value_delimiter = ',', value_parser = parse_upstream)]
+    dns_upstream: Vec<SocketAddr>,
+    /// The node's resolver file: the default upstreams, and what pods with dnsPolicy
+    /// `Default` (or host-network pods) get.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+}
+
+/// `IP` (port 53) or `IP:PORT`.
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
 }
 
 /// How pods are networked on a node.
@@ -58,6 +78,31 @@ pub enum PodNetworkMode {
 }
 
 impl NodeArgs {
+    /// Cluster DNS settings; upstreams default to the resolver file's nameservers.
+    fn dns_settings(&self) -> anyhow::Result<actors::agent::dns::DnsSettings> {
+        // Fail at start-up on a bad domain, not on the first Service.
+        net::dns::RecordSet::empty(&self.cluster_domain).context("--cluster-domain")?;
+        let upstreams = if !self.dns_upstream.is_empty() {
+            self.dns_upstream.clone()
+        } else if self.pod_network == PodNetworkMode::None {
+            Vec::new()
+        } else {
+            match net::dns::server::upstreams_from_resolv_conf(&self.resolv_conf) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster DNS will not forward names outside the cluster domain");
+                    Vec::new()
+                }
+            }
+        };
+        Ok(actors::agent::dns::DnsSettings {
+            cluster_domain: self.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
+            upstreams,
+            host_resolv_conf: self.resolv_conf.clone(),
+            host_hosts: PathBuf::from("/etc/hosts"),
+        })
+    }
+
     /// The node settings these flags describe (creates the data directory).
     fn settings(self) -> anyhow::Result<actors::server::NodeSettings> {
         let data_dir = data_dir(&self.data_dir)?;
@@ -70,7 +115,9 @@ impl NodeArgs {
                 proxy_table: self.proxy_table.clone(),
             }
         });
+        let dns = self.dns_settings()?;
         Ok(actors::server::NodeSettings {
+            dns,
             data_dir,
             node_name: self.node_name.unwrap_or_else(default_node_name),
             host_ip: self.host_ip,

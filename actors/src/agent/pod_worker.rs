@@ -23,6 +23,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::context::{blocking, container_id, netns_name, AgentContext};
 use super::images;
 use super::plan::{self, ContainerAction, StartFailure};
+use super::pod_files;
 use super::probe::{ContainerProber, ProbeKind, ProbeOutcome, Restart};
 use super::prober::{self, ProbeTarget};
 use super::service_env;
@@ -227,8 +228,9 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
         }
     };
     let records = pod_records(&a).await?;
-    // Listed at most once per sync, and only when a container starts.
+    // Listed (written) at most once per sync, and only when a container starts.
     let mut links: Option<Vec<(String, String)>> = None;
+    let mut files: Option<Vec<runtime::BindMount>> = None;
     for action in plan::plan(&spec, &records, chrono::Utc::now()) {
         match action {
             ContainerAction::Start { name, attempt } => {
@@ -245,7 +247,12 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                     Some(links) => links.clone(),
                     None => links.insert(service_variables(&a, &spec).await?).clone(),
                 };
-                let cspec = container_spec(&a, &pod, c, attempt, netns.clone(), links);
+                let mounts = match &files {
+                    Some(m) => m.clone(),
+                    None => files.insert(write_pod_files(&a, &pod, pod_ip).await?).clone(),
+                };
+                let mut cspec = container_spec(&a, &pod, c, attempt, netns.clone(), links);
+                cspec.bind_mounts = mounts;
                 let limits = images::resources(c);
                 let rt = a.ctx.runtime.clone();
                 match blocking(move || Ok(rt.start_container_with(&cspec, &limits)?)).await {
@@ -488,6 +495,7 @@ async fn pod_records(a: &PodWorkerArgs) -> Result<Vec<runtime::ContainerStatus>>
 async fn teardown(a: &PodWorkerArgs, grace: Duration) -> Result<()> {
     let (rt, mgr, uid) = (a.ctx.runtime.clone(), a.ctx.netns.clone(), a.uid.clone());
     let network = a.ctx.network.clone();
+    let files_dir = a.ctx.pods_dir.join(&a.uid);
     blocking(move || {
         for c in rt
             .list_containers()?
@@ -502,6 +510,7 @@ async fn teardown(a: &PodWorkerArgs, grace: Duration) -> Result<()> {
         }
         mgr.delete(&netns_name(&uid))?;
         rt.remove_pod_cgroup(&uid)?;
+        pod_files::remove(&files_dir)?;
         Ok(())
     })
     .await?;
@@ -537,7 +546,6 @@ fn container_spec(
     netns: std::path::PathBuf,
     service_links: Vec<(String, String)>,
 ) -> runtime::ContainerSpec {
-    let spec = pod.spec.clone().unwrap_or_default();
     runtime::ContainerSpec {
         id: container_id(&a.uid, &c.name, attempt),
         pod_uid: a.uid.clone(),
@@ -556,11 +564,41 @@ fn container_spec(
                 .collect(),
         ),
         working_dir: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
-        hostname: if spec.hostname.is_empty() {
-            a.name.clone()
-        } else {
-            spec.hostname.clone()
-        },
+        hostname: pod_files::pod_hostname(pod),
         netns_path: Some(netns),
+        bind_mounts: Vec::new(),
     }
+}
+
+/// Writes the pod's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (nameserver: this
+/// node's DNS on the bridge gateway) and returns their bind mounts.
+async fn write_pod_files(
+    a: &PodWorkerArgs,
+    pod: &v1::Pod,
+    pod_ip: Option<std::net::Ipv4Addr>,
+) -> Result<Vec<runtime::BindMount>> {
+    let cluster_dns = a
+        .ctx
+        .network
+        .as_ref()
+        .and_then(|n| n.subnet())
+        .map(|s| IpAddr::V4(net::subnet::gateway(s)));
+    let (settings, dir, pod) = (
+        a.ctx.dns.clone(),
+        a.ctx.pods_dir.join(&a.uid),
+        pod.clone(),
+    );
+    blocking(move || {
+        // A node without these files gives its pods none of their content, not an error.
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+        let node = pod_files::NodeFacts {
+            cluster_dns,
+            cluster_domain: settings.cluster_domain.clone(),
+            host_resolv_conf: read(&settings.host_resolv_conf),
+            host_hosts: read(&settings.host_hosts),
+        };
+        let files = pod_files::pod_files(&pod, pod_ip.map(IpAddr::V4), &node);
+        pod_files::write(&dir, &files)
+    })
+    .await
 }

@@ -444,7 +444,11 @@ mod tests {
             ],
             "{errs:?}"
         );
-        assert!(errs[4].reason.contains("dnsPolicy is None"), "{}", errs[4].reason);
+        assert!(
+            errs[4].reason.contains("dnsPolicy is None"),
+            "{}",
+            errs[4].reason
+        );
     }
 
     #[test]

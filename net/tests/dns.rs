@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use hickory_server::proto::op::{Message, Query, ResponseCode};
 use hickory_server::proto::rr::{Name, RData, RecordType};
-use net::dns::{
-    DnsConfig, DnsEndpoint, DnsPort, DnsServer, DnsService, RecordSet, SharedRecords,
-};
+use net::dns::{DnsConfig, DnsEndpoint, DnsPort, DnsServer, DnsService, RecordSet, SharedRecords};
 use net::{attach_pod, run_in_netns, Ipv4Net, NetnsManager, NodeNetwork, PodIpam, Protocol};
 use nix::mount::{umount2, MntFlags};
 
@@ -57,9 +55,11 @@ impl Lab {
         lab.pod = lab.netns.create("pod").expect("pod netns");
         let ip = ipam.allocate("pod").expect("allocate");
         let p = lab.pod.clone();
-        run_in_netns(&node, move || attach_pod(&p, "pod", ip, subnet, &bridge, 1500))
-            .unwrap()
-            .expect("attach");
+        run_in_netns(&node, move || {
+            attach_pod(&p, "pod", ip, subnet, &bridge, 1500)
+        })
+        .unwrap()
+        .expect("attach");
         let upstream = SharedRecords::new(upstream_records());
         lab.serve(&node, UPSTREAM.parse().unwrap(), vec![], upstream);
         let records = lab.records.clone();
@@ -242,8 +242,15 @@ fn the_node_dns_server_answers_service_headless_and_pod_names_and_forwards_the_r
 
     let web = lab.ask("web.default.svc.cluster.local.", RecordType::A, false);
     assert_eq!(web.metadata.response_code, ResponseCode::NoError);
-    assert!(web.metadata.authoritative, "cluster answers are authoritative");
-    assert_eq!(addresses(&web), [ip("10.96.0.10")], "the ClusterIP: {web:?}");
+    assert!(
+        web.metadata.authoritative,
+        "cluster answers are authoritative"
+    );
+    assert_eq!(
+        addresses(&web),
+        [ip("10.96.0.10")],
+        "the ClusterIP: {web:?}"
+    );
 
     let db = lab.ask("db.default.svc.cluster.local.", RecordType::A, false);
     assert_eq!(
@@ -254,7 +261,11 @@ fn the_node_dns_server_answers_service_headless_and_pod_names_and_forwards_the_r
     let db0 = lab.ask("db-0.db.default.svc.cluster.local.", RecordType::A, false);
     assert_eq!(addresses(&db0), [ip("10.244.0.30")], "{db0:?}");
 
-    let srv = lab.ask("_pg._tcp.db.default.svc.cluster.local.", RecordType::SRV, false);
+    let srv = lab.ask(
+        "_pg._tcp.db.default.svc.cluster.local.",
+        RecordType::SRV,
+        false,
+    );
     let mut targets: Vec<String> = srv
         .answers
         .iter()
@@ -272,8 +283,16 @@ fn the_node_dns_server_answers_service_headless_and_pod_names_and_forwards_the_r
         ],
         "{srv:?}"
     );
-    assert_eq!(srv.additionals.len(), 2, "target addresses ride along: {srv:?}");
-    let srv = lab.ask("_http._tcp.web.default.svc.cluster.local.", RecordType::SRV, true);
+    assert_eq!(
+        srv.additionals.len(),
+        2,
+        "target addresses ride along: {srv:?}"
+    );
+    let srv = lab.ask(
+        "_http._tcp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+        true,
+    );
     assert!(
         matches!(&srv.answers[..], [r] if matches!(&r.data, RData::SRV(s) if s.port == 80)),
         "SRV over TCP: {srv:?}"

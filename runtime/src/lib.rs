@@ -31,7 +31,9 @@ pub use pull_policy::{PullAction, PullPolicy};
 pub use registry::{RegistryAuth, RegistrySettings};
 pub use runtime::Runtime;
 pub use shim::shim_main;
-pub use types::{BindMount, ContainerSpec, ContainerState, ContainerStatus, Resources, RuntimeConfig};
+pub use types::{
+    BindMount, ContainerSpec, ContainerState, ContainerStatus, Resources, RuntimeConfig,
+};
 
 #[cfg(test)]
 mod tests {

@@ -107,7 +107,11 @@ fn bind_mounted_files_replace_the_images_and_are_created_when_missing() -> anyho
     std::fs::write(&resolv, "nameserver 10.244.0.1\n")?;
     let mut spec = h.spec(
         "files",
-        &["sh", "-c", "cat /etc/hosts /etc/resolv.conf; echo written >> /etc/hosts"],
+        &[
+            "sh",
+            "-c",
+            "cat /etc/hosts /etc/resolv.conf; echo written >> /etc/hosts",
+        ],
     );
     spec.bind_mounts = vec![
         runtime::BindMount {

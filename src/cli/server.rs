@@ -96,7 +96,10 @@ impl NodeArgs {
             }
         };
         Ok(actors::agent::dns::DnsSettings {
-            cluster_domain: self.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
+            cluster_domain: self
+                .cluster_domain
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
             upstreams,
             host_resolv_conf: self.resolv_conf.clone(),
             host_hosts: PathBuf::from("/etc/hosts"),

@@ -252,7 +252,10 @@ mod tests {
             ],
             "the not-ready 10.244.0.4 is left out"
         );
-        assert_eq!(out[0].ports[0].port, 8080, "headless SRV uses the target port");
+        assert_eq!(
+            out[0].ports[0].port, 8080,
+            "headless SRV uses the target port"
+        );
     }
 
     #[test]
@@ -275,7 +278,9 @@ mod tests {
         assert!(dns.update(&services, &[]).unwrap());
         assert!(!dns.update(&services, &[]).unwrap());
         assert_eq!(
-            dns.records.load().lookup("web.default.svc.cluster.local", net::dns::QueryType::A),
+            dns.records
+                .load()
+                .lookup("web.default.svc.cluster.local", net::dns::QueryType::A),
             net::dns::Answer::A(vec!["10.96.0.10".parse().unwrap()])
         );
     }

@@ -79,7 +79,11 @@ pub fn pod_files(pod: &v1::Pod, pod_ip: Option<IpAddr>, node: &NodeFacts) -> Pod
         .as_ref()
         .map(|c| ResolvConf {
             // Validation rejects bad addresses; anything else is skipped, not fatal.
-            nameservers: c.nameservers.iter().filter_map(|n| n.parse().ok()).collect(),
+            nameservers: c
+                .nameservers
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
             searches: c
                 .searches
                 .iter()
@@ -240,13 +244,18 @@ mod tests {
             None,
             &node,
         );
-        assert!(with_host_net.resolv_conf.starts_with("nameserver 10.244.0.1\n"));
+        assert!(with_host_net
+            .resolv_conf
+            .starts_with("nameserver 10.244.0.1\n"));
     }
 
     #[test]
     fn without_cluster_dns_cluster_first_falls_back_to_the_node_file() {
         let f = pod_files(&pod(|_| {}), None, &node(None));
-        assert_eq!(f.resolv_conf, "nameserver 192.0.2.53\nsearch corp.example\n");
+        assert_eq!(
+            f.resolv_conf,
+            "nameserver 192.0.2.53\nsearch corp.example\n"
+        );
     }
 
     #[test]
@@ -300,7 +309,11 @@ mod tests {
     fn long_pod_names_are_cut_to_a_dns_label() {
         let mut p = pod(|_| {});
         p.metadata.as_mut().unwrap().name = format!("{}-x", "a".repeat(62));
-        assert_eq!(pod_hostname(&p), "a".repeat(62), "cut at 63, trailing '-' dropped");
+        assert_eq!(
+            pod_hostname(&p),
+            "a".repeat(62),
+            "cut at 63, trailing '-' dropped"
+        );
     }
 
     #[test]

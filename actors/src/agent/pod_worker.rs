@@ -249,7 +249,9 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                 };
                 let mounts = match &files {
                     Some(m) => m.clone(),
-                    None => files.insert(write_pod_files(&a, &pod, pod_ip).await?).clone(),
+                    None => files
+                        .insert(write_pod_files(&a, &pod, pod_ip).await?)
+                        .clone(),
                 };
                 let mut cspec = container_spec(&a, &pod, c, attempt, netns.clone(), links);
                 cspec.bind_mounts = mounts;
@@ -583,11 +585,7 @@ async fn write_pod_files(
         .as_ref()
         .and_then(|n| n.subnet())
         .map(|s| IpAddr::V4(net::subnet::gateway(s)));
-    let (settings, dir, pod) = (
-        a.ctx.dns.clone(),
-        a.ctx.pods_dir.join(&a.uid),
-        pod.clone(),
-    );
+    let (settings, dir, pod) = (a.ctx.dns.clone(), a.ctx.pods_dir.join(&a.uid), pod.clone());
     blocking(move || {
         // A node without these files gives its pods none of their content, not an error.
         let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();

@@ -489,22 +489,25 @@ pub(super) fn validate_dns(errs: &mut Errors, path: &str, spec: &v1::PodSpec) {
         let p = format!("{path}.hostAliases[{i}]");
         errs.check(format!("{p}.ip"), ip(&a.ip));
         for (j, h) in a.hostnames.iter().enumerate() {
-            errs.check(
-                format!("{p}.hostnames[{j}]"),
-                names::dns1123_subdomain(h),
-            );
+            errs.check(format!("{p}.hostnames[{j}]"), names::dns1123_subdomain(h));
         }
     }
     let conf = spec.dns_config.clone().unwrap_or_default();
     let p = format!("{path}.dnsConfig");
     if conf.nameservers.len() > 3 {
-        errs.push(format!("{p}.nameservers"), "must not have more than 3 nameservers");
+        errs.push(
+            format!("{p}.nameservers"),
+            "must not have more than 3 nameservers",
+        );
     }
     for (i, ns) in conf.nameservers.iter().enumerate() {
         errs.check(format!("{p}.nameservers[{i}]"), ip(ns));
     }
     if conf.searches.len() > 32 {
-        errs.push(format!("{p}.searches"), "must not have more than 32 search paths");
+        errs.push(
+            format!("{p}.searches"),
+            "must not have more than 32 search paths",
+        );
     }
     for (i, s) in conf.searches.iter().enumerate() {
         // A trailing dot is allowed (kubelet strips it).

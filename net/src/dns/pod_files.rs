@@ -263,7 +263,10 @@ mod tests {
         );
         assert_eq!(conf.nameservers, vec![ip("192.0.2.1")]);
         assert_eq!(conf.searches, ["a.example", "b.example"]);
-        assert_eq!(conf.render().lines().last(), Some("options rotate timeout:1"));
+        assert_eq!(
+            conf.render().lines().last(),
+            Some("options rotate timeout:1")
+        );
     }
 
     #[test]
@@ -295,15 +298,18 @@ mod tests {
         let text = hosts_file(&pod, &aliases);
         assert!(text.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
         assert!(text.contains("\n10.244.0.7\tweb-0.web.default.svc.cluster.local\tweb-0\n"));
-        assert!(text.ends_with(
-            "\n# Entries added by HostAliases.\n192.0.2.10\tfoo.local\tbar.local\n"
-        ));
+        assert!(
+            text.ends_with("\n# Entries added by HostAliases.\n192.0.2.10\tfoo.local\tbar.local\n")
+        );
         let bare = PodHost {
             ip: None,
             hostname: "x".into(),
             fqdn: None,
         };
-        assert!(!hosts_file(&bare, &[]).contains("\tx\n"), "no address, no line");
+        assert!(
+            !hosts_file(&bare, &[]).contains("\tx\n"),
+            "no address, no line"
+        );
     }
 
     #[test]

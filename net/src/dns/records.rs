@@ -339,14 +339,20 @@ mod tests {
             Answer::NoData
         );
         assert_eq!(s.lookup("svc.cluster.local", QueryType::A), Answer::NoData);
-        assert_eq!(s.lookup("prod.svc.cluster.local", QueryType::A), Answer::NoData);
+        assert_eq!(
+            s.lookup("prod.svc.cluster.local", QueryType::A),
+            Answer::NoData
+        );
         assert_eq!(
             s.lookup("_tcp.db.prod.svc.cluster.local", QueryType::Srv),
             Answer::NoData,
             "an empty non-terminal under a SRV owner exists"
         );
         assert_eq!(s.lookup("cluster.local", QueryType::A), Answer::NoData);
-        assert_eq!(s.lookup("other.svc.cluster.local", QueryType::A), Answer::NxDomain);
+        assert_eq!(
+            s.lookup("other.svc.cluster.local", QueryType::A),
+            Answer::NxDomain
+        );
         assert_eq!(s.lookup("example.com", QueryType::A), Answer::Forward);
         assert_eq!(s.lookup("notcluster.local", QueryType::A), Answer::Forward);
     }

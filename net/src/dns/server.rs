@@ -28,8 +28,8 @@ use hickory_server::resolver::config::{NameServerConfig, ResolverOpts};
 use hickory_server::server::{Request, RequestInfo};
 use hickory_server::store::forwarder::{ForwardConfig, ForwardZoneHandler};
 use hickory_server::zone_handler::{
-    AuthLookup, AxfrPolicy, Catalog, LookupControlFlow, LookupError, LookupOptions,
-    LookupRecords, ZoneHandler, ZoneType,
+    AuthLookup, AxfrPolicy, Catalog, LookupControlFlow, LookupError, LookupOptions, LookupRecords,
+    ZoneHandler, ZoneType,
 };
 use hickory_server::Server;
 
@@ -273,12 +273,13 @@ pub fn upstreams_from_resolv_conf(path: &std::path::Path) -> Result<Vec<SocketAd
         path: path.display().to_string(),
         source,
     })?;
-    let (config, _) = hickory_server::resolver::system_conf::parse_resolv_conf(data).map_err(
-        |e| Error::ResolvConf {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        },
-    )?;
+    let (config, _) =
+        hickory_server::resolver::system_conf::parse_resolv_conf(data).map_err(|e| {
+            Error::ResolvConf {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
     Ok(config
         .name_servers()
         .iter()
@@ -320,7 +321,11 @@ impl ClusterZone {
         })
     }
 
-    fn answer(&self, name: &LowerName, rtype: RecordType) -> std::result::Result<AuthLookup, LookupError> {
+    fn answer(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+    ) -> std::result::Result<AuthLookup, LookupError> {
         let set = self.records.load();
         let owner = Name::from(name);
         let text = name.to_string();
@@ -470,7 +475,10 @@ mod tests {
     #[test]
     fn srv_answers_carry_the_targets_addresses_as_additionals() {
         let mut answer = zone()
-            .answer(&name("_pg._tcp.db.prod.svc.cluster.local."), RecordType::SRV)
+            .answer(
+                &name("_pg._tcp.db.prod.svc.cluster.local."),
+                RecordType::SRV,
+            )
             .unwrap();
         let srv: Vec<String> = answer.iter().map(|r| r.data.to_string()).collect();
         assert_eq!(
@@ -511,7 +519,9 @@ mod tests {
         let shared = SharedRecords::new(RecordSet::empty("cluster.local").unwrap());
         let err = shared.replace(RecordSet::empty("other.local").unwrap());
         assert!(matches!(err, Err(Error::DomainMismatch { .. })));
-        assert!(shared.replace(RecordSet::empty("cluster.local").unwrap()).is_ok());
+        assert!(shared
+            .replace(RecordSet::empty("cluster.local").unwrap())
+            .is_ok());
     }
 
     #[test]

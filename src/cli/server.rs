@@ -277,9 +277,12 @@ fn default_node_name() -> String {
 
 fn init_logs(filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // netlink-packet-route warns on every newer-kernel attribute it does not know.
+        // netlink-packet-route warns on every newer-kernel attribute it does not know;
+        // hickory logs every DNS query at info.
         .or_else(|_| {
-            tracing_subscriber::EnvFilter::try_new(format!("{filter},netlink_packet_route=error"))
+            tracing_subscriber::EnvFilter::try_new(format!(
+                "{filter},netlink_packet_route=error,hickory_server=warn,hickory_resolver=warn,hickory_net=warn"
+            ))
         })
         .context("--log")?;
     tracing_subscriber::fmt()

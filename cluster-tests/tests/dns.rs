@@ -208,7 +208,7 @@ fn a_pod_resolves_services_headless_pods_and_short_names_through_the_node_dns() 
     let full = section(&log, "nslookup web.default.svc.cluster.local");
     assert_eq!(
         answers(&full, "web.default.svc.cluster.local"),
-        [web_ip.clone()],
+        std::slice::from_ref(&web_ip),
         "{}",
         context()
     );
@@ -222,7 +222,7 @@ fn a_pod_resolves_services_headless_pods_and_short_names_through_the_node_dns() 
     let headless = section(&log, "nslookup db");
     assert_eq!(
         answers(&headless, "db.default.svc.cluster.local"),
-        [db0.clone()],
+        std::slice::from_ref(&db0),
         "only the ready pod; {}",
         context()
     );

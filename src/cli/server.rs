@@ -394,4 +394,22 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad} accepted");
         }
     }
+
+    #[test]
+    fn dns_upstreams_are_an_ip_or_ip_and_port() {
+        assert_eq!(
+            parse_upstream("192.0.2.1"),
+            Ok("192.0.2.1:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("192.0.2.1:5353"),
+            Ok("192.0.2.1:5353".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("2001:db8::1"),
+            Ok("[2001:db8::1]:53".parse().unwrap())
+        );
+        let err = parse_upstream("dns.example").unwrap_err();
+        assert!(err.contains("dns.example"), "{err}");
+    }
 }

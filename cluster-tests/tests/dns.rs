@@ -2,7 +2,7 @@
 //! Services and Endpoints it watches and writes each pod's `/etc/resolv.conf`, `/etc/hosts`
 //! and `/etc/hostname`. A busybox client pod resolves a ClusterIP Service by its full and its
 //! short name (through the search list), a headless Service to its ready pods only, a pod by
-//! `<hostname>.<subdomain>`, and gets NXDOMAIN for a missing Service. The node runs in a
+//! `<hostname>.<subdomain>`, SRV records of named ports, and NXDOMAIN for a missing Service. The node runs in a
 //! network namespace the harness made, with no route out: nothing reaches a real upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -98,6 +98,9 @@ spec:
       echo '--- hostname'; cat /etc/hostname
       for n in web.default.svc.cluster.local web db db-0.db.default.svc.cluster.local nope; do
         echo "--- nslookup $n"; nslookup -type=a $n; echo "exit $?"
+      done
+      for n in _http._tcp.web.default.svc.cluster.local _pg._tcp.db.default.svc.cluster.local; do
+        echo "--- srv $n"; nslookup -type=srv $n; echo "exit $?"
       done
       true
 "#;
@@ -232,6 +235,23 @@ fn a_pod_resolves_services_headless_pods_and_short_names_through_the_node_dns() 
         answers(&pod, "db-0.db.default.svc.cluster.local"),
         [db0],
         "{}",
+        context()
+    );
+    let srv = section(&log, "srv _http._tcp.web.default.svc.cluster.local");
+    assert!(
+        srv.iter()
+            .any(|l| l.trim_end().ends_with(" 80 web.default.svc.cluster.local")),
+        "SRV of a named ClusterIP port; {}",
+        context()
+    );
+    let srv = section(&log, "srv _pg._tcp.db.default.svc.cluster.local");
+    let targets: Vec<&&str> = srv.iter().filter(|l| l.contains(" 5432 ")).collect();
+    assert!(
+        targets.len() == 1
+            && targets[0]
+                .trim_end()
+                .ends_with(" 5432 db-0.db.default.svc.cluster.local"),
+        "SRV of a headless port names the ready pod only; {}",
         context()
     );
     let nx = section(&log, "nslookup nope");

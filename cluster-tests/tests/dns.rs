@@ -261,3 +261,59 @@ fn a_pod_resolves_services_headless_pods_and_short_names_through_the_node_dns() 
         context()
     );
 }
+
+fn actor_id(server: &Server, name: &str) -> Option<String> {
+    let out = server.must_cli(&["debug", "actors"]);
+    out.lines().find_map(|l| {
+        let (n, id) = l.split_once('\t')?;
+        (n == name).then(|| id.to_string())
+    })
+}
+
+/// Regression guard for the agent's restart path: the killed agent's server must let go of
+/// port 53 and the restarted agent must bind it again.
+#[test]
+fn cluster_dns_serves_again_after_the_node_agent_is_killed_and_restarted() {
+    let server = Server::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svc.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n  - {port: 80}\n",
+    )
+    .unwrap();
+    server.must_cli(&["apply", "-f", path.to_str().unwrap()]);
+    let svc: serde_json::Value =
+        serde_json::from_str(&server.must_cli(&["get", "service", "web", "-o", "json"])).unwrap();
+    let web_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+
+    let listening = |s: &Server| s.log().matches("DNS server listening").count();
+    must_eventually(Duration::from_secs(30), "the node DNS to serve", || {
+        (listening(&server) == 1).then_some(())
+    });
+    let agent = format!("node-agent/{}", server.node);
+    let before = actor_id(&server, &agent).expect("agent registered");
+    server.must_cli(&["debug", "kill", &agent]);
+    must_eventually(Duration::from_secs(30), "the agent to come back", || {
+        actor_id(&server, &agent).filter(|id| *id != before)
+    });
+
+    let client = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: after\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox:latest\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", \"for i in $(seq 1 20); do nslookup -type=a web.default.svc.cluster.local > /tmp/out && break; sleep 1; done; cat /tmp/out\"]\n";
+    let cpath = dir.path().join("after.yaml");
+    std::fs::write(&cpath, client).unwrap();
+    server.must_cli(&["apply", "-f", cpath.to_str().unwrap()]);
+    server.must_pod_phase("after", "Succeeded", Duration::from_secs(120));
+    assert_eq!(
+        listening(&server),
+        2,
+        "the restarted agent started its own server"
+    );
+    let log = server.must_cli(&["logs", "after"]);
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        answers(&lines, "web.default.svc.cluster.local"),
+        [web_ip],
+        "log:\n{log}\nserver log:\n{}",
+        server.log()
+    );
+}

@@ -215,7 +215,7 @@ pub fn build_spec(
         .into_iter()
         .filter(|m| m.destination() != Path::new("/sys/fs/cgroup"))
         .collect();
-    for b in &spec.bind_mounts {
+    for b in &spec.mounts {
         mounts.push(bind_mount(&spec.id, b)?);
     }
     oci.set_mounts(Some(mounts));
@@ -414,10 +414,9 @@ mod tests {
     }
 
     #[test]
-    fn bind_mounts_follow_the_default_mounts_and_need_absolute_destinations() -> anyhow::Result<()>
-    {
+    fn mounts_follow_the_default_mounts_and_need_absolute_destinations() -> anyhow::Result<()> {
         let s = ContainerSpec {
-            bind_mounts: vec![crate::types::BindMount {
+            mounts: vec![crate::types::BindMount {
                 source: "/var/lib/capstan/pods/uid1/hosts".into(),
                 destination: "/etc/hosts".into(),
                 read_only: false,
@@ -438,7 +437,7 @@ mod tests {
             ["rbind", "rprivate", "rw"]
         );
         let relative = ContainerSpec {
-            bind_mounts: vec![crate::types::BindMount {
+            mounts: vec![crate::types::BindMount {
                 source: "/x".into(),
                 destination: "etc/hosts".into(),
                 read_only: true,

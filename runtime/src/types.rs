@@ -41,9 +41,9 @@ pub struct ContainerSpec {
     pub hostname: String,
     /// Network namespace to join; `None` creates a fresh one.
     pub netns_path: Option<PathBuf>,
-    /// Host files or directories bind-mounted into the container, after the default mounts
-    /// (the agent's per-pod `/etc/hosts`, say). The runtime does not look inside them.
-    pub bind_mounts: Vec<BindMount>,
+    /// Host files and directories to bind-mount, in order, after the default mounts (the
+    /// agent's per-pod `/etc/hosts`, say). The runtime does not look inside them.
+    pub mounts: Vec<BindMount>,
 }
 
 /// A host path bind-mounted into a container.

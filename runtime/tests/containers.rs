@@ -113,7 +113,7 @@ fn bind_mounted_files_replace_the_images_and_are_created_when_missing() -> anyho
             "cat /etc/hosts /etc/resolv.conf; echo written >> /etc/hosts",
         ],
     );
-    spec.bind_mounts = vec![
+    spec.mounts = vec![
         runtime::BindMount {
             source: hosts.clone(),
             destination: "/etc/hosts".into(),

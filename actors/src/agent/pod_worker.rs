@@ -254,7 +254,8 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                         .clone(),
                 };
                 let mut cspec = container_spec(&a, &pod, c, attempt, netns.clone(), links);
-                cspec.bind_mounts = mounts;
+                // After any volume mounts, as kubelet adds its managed files.
+                cspec.mounts.extend(mounts);
                 let limits = images::resources(c);
                 let rt = a.ctx.runtime.clone();
                 match blocking(move || Ok(rt.start_container_with(&cspec, &limits)?)).await {
@@ -568,7 +569,7 @@ fn container_spec(
         working_dir: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
         hostname: pod_files::pod_hostname(pod),
         netns_path: Some(netns),
-        bind_mounts: Vec::new(),
+        mounts: Vec::new(),
     }
 }
 

@@ -67,6 +67,20 @@ pub enum Error {
     /// Building the pod network failed.
     #[error("network: {0}")]
     Net(#[from] net::Error),
+    /// The node's cluster DNS server failed (cannot bind, bad upstreams); the agent retries.
+    #[error("cluster DNS: {0}")]
+    Dns(#[from] net::dns::server::Error),
+    /// The cluster DNS records could not be built (an invalid cluster domain): fix the flag.
+    #[error("cluster DNS records: {0}")]
+    DnsRecords(#[from] net::dns::Error),
+    /// A pod's `/etc/hosts`, `/etc/hostname` or `/etc/resolv.conf` could not be written.
+    #[error("pod files {path}: {source}")]
+    PodFiles {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// Calling the API server failed.
     #[error("api client: {0}")]
     Client(String),
@@ -112,6 +126,7 @@ impl From<Error> for tonic::Status {
             Error::Store(_) | Error::Actor { .. } | Error::Client(_) => Code::Unavailable,
             Error::Corrupt { .. } | Error::Task(_) => Code::Internal,
             Error::Runtime(_) | Error::Net(_) => Code::Internal,
+            Error::Dns(_) | Error::DnsRecords(_) | Error::PodFiles { .. } => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())
     }

@@ -54,6 +54,9 @@ pub struct NodeSettings {
     pub enable_debug_service: bool,
     /// This node's bridge pod network (`None`: pods get loopback only).
     pub pod_network: Option<PodNetworkConfig>,
+    /// Cluster DNS: served on the bridge gateway when there is a pod network, and the source
+    /// of every pod's resolver files.
+    pub dns: crate::agent::dns::DnsSettings,
 }
 
 /// Where a server's store runs. Either way it lives in `<data dir>/store`.
@@ -313,11 +316,12 @@ fn agent_context(
         client,
         runtime,
         netns,
-        pods_dir: node.data_dir.join("pods"),
         network: node
             .pod_network
             .clone()
             .map(|c| Arc::new(PodNetwork::new(c))),
+        dns: node.dns.clone(),
+        pods_dir: node.data_dir.join("pods"),
     })
 }
 

@@ -349,6 +349,7 @@ fn validate_pod_spec_with(
         }
     }
     errs.one_of(format!("{path}.dnsPolicy"), &spec.dns_policy, &DNS_POLICIES);
+    pod::validate_dns(errs, path, spec);
     if let Some(sc) = &spec.security_context {
         pod::validate_pod_security(errs, &format!("{path}.securityContext"), sc);
     }
@@ -412,6 +413,42 @@ mod tests {
 
     fn fields(errs: &[FieldError]) -> Vec<&str> {
         errs.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn host_aliases_and_dns_config_name_the_bad_field() {
+        let mut p = pod("web", vec![container("c", "busybox")]);
+        let spec = p.spec.as_mut().unwrap();
+        spec.host_aliases = vec![v1::HostAlias {
+            ip: "10.0.0.300".into(),
+            hostnames: vec!["ok.local".into(), "Not_OK".into()],
+        }];
+        spec.dns_policy = "None".into();
+        spec.dns_config = Some(v1::PodDnsConfig {
+            nameservers: vec![],
+            searches: vec!["svc.cluster.local.".into(), "bad..name".into()],
+            options: vec![v1::PodDnsConfigOption {
+                name: String::new(),
+                value: Some("1".into()),
+            }],
+        });
+        let errs = validate_pod(&p);
+        assert_eq!(
+            fields(&errs),
+            [
+                "spec.hostAliases[0].ip",
+                "spec.hostAliases[0].hostnames[1]",
+                "spec.dnsConfig.searches[1]",
+                "spec.dnsConfig.options[0].name",
+                "spec.dnsConfig.nameservers",
+            ],
+            "{errs:?}"
+        );
+        assert!(
+            errs[4].reason.contains("dnsPolicy is None"),
+            "{}",
+            errs[4].reason
+        );
     }
 
     #[test]

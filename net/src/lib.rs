@@ -6,7 +6,8 @@
 //! ([`routes`]). Decisions (subnet and address choice, route diffs) are pure; netlink and
 //! files sit at the edges. Kernel calls act on the calling thread's namespace and block;
 //! async callers use `spawn_blocking`, node-namespace work goes through [`run_in_netns`].
-//! Services are proxied by nftables rules ([`services`]).
+//! Services are proxied by nftables rules ([`services`]); cluster DNS, served by each node on its
+//! bridge gateway, and the pods' resolver files are in [`dns`].
 
 pub mod bridge;
 pub mod dns;

@@ -98,6 +98,57 @@ fn env_hostname_and_working_dir_reach_the_process() -> anyhow::Result<()> {
 }
 
 #[test]
+fn bind_mounted_files_replace_the_images_and_are_created_when_missing() -> anyhow::Result<()> {
+    let mut h = Harness::new()?;
+    let files = tempfile::tempdir()?;
+    let hosts = files.path().join("hosts");
+    let resolv = files.path().join("resolv.conf");
+    std::fs::write(&hosts, "10.244.0.7\tweb-0\n")?;
+    std::fs::write(&resolv, "nameserver 10.244.0.1\n")?;
+    let mut spec = h.spec(
+        "files",
+        &[
+            "sh",
+            "-c",
+            "cat /etc/hosts /etc/resolv.conf; echo written >> /etc/hosts",
+        ],
+    );
+    spec.mounts = vec![
+        runtime::BindMount {
+            source: hosts.clone(),
+            destination: "/etc/hosts".into(),
+            read_only: false,
+        },
+        runtime::BindMount {
+            source: resolv,
+            destination: "/etc/resolv.conf".into(),
+            read_only: true,
+        },
+    ];
+    h.rt().start_container(&spec)?;
+    let status = h.wait_exited(&spec.id, Duration::from_secs(10))?;
+    assert!(
+        matches!(&status.state, ContainerState::Exited { exit_code: 0, .. }),
+        "{status:?}"
+    );
+    let log = std::fs::read_to_string(&status.log_path)?;
+    let out: Vec<String> = log
+        .lines()
+        .map(parse_cri)
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        .map(|l| l.2)
+        .collect();
+    assert_eq!(out, ["10.244.0.7\tweb-0", "nameserver 10.244.0.1"]);
+    assert_eq!(
+        std::fs::read_to_string(&hosts)?,
+        "10.244.0.7\tweb-0\nwritten\n",
+        "a read-write mount writes through to the host file"
+    );
+    Ok(())
+}
+
+#[test]
 fn running_container_stops_within_grace_and_removal_leaves_no_mount_or_cgroup() -> anyhow::Result<()>
 {
     let mut h = Harness::new()?;

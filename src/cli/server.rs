@@ -60,6 +60,17 @@ pub struct NodeArgs {
     /// VXLAN UDP port, the same on every node (`--network-mode vxlan`).
     #[arg(long, default_value_t = net::vxlan::DEFAULT_VXLAN_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     vxlan_port: u16,
+    /// The cluster DNS domain: Services are `<svc>.<ns>.svc.<domain>`.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Servers the node's DNS forwards names outside the cluster domain to, as IP or IP:PORT,
+    /// comma-separated (default: the nameservers of --resolv-conf).
+    #[arg(long, value_delimiter = ',', value_parser = parse_upstream)]
+    dns_upstream: Vec<SocketAddr>,
+    /// The node's resolver file: the default upstreams, and what pods with dnsPolicy
+    /// `Default` (or host-network pods) get.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
 }
 
 /// How pod traffic reaches other nodes (`--network-mode`).
@@ -69,6 +80,15 @@ pub enum NetworkMode {
     HostGw,
     /// A VXLAN device with an entry per node.
     Vxlan,
+}
+
+/// `IP` (port 53) or `IP:PORT`.
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
 }
 
 /// How pods are networked on a node.
@@ -81,6 +101,34 @@ pub enum PodNetworkMode {
 }
 
 impl NodeArgs {
+    /// Cluster DNS settings; upstreams default to the resolver file's nameservers.
+    fn dns_settings(&self) -> anyhow::Result<actors::agent::dns::DnsSettings> {
+        // Fail at start-up on a bad domain, not on the first Service.
+        net::dns::RecordSet::empty(&self.cluster_domain).context("--cluster-domain")?;
+        let upstreams = if !self.dns_upstream.is_empty() {
+            self.dns_upstream.clone()
+        } else if self.pod_network == PodNetworkMode::None {
+            Vec::new()
+        } else {
+            match net::dns::server::upstreams_from_resolv_conf(&self.resolv_conf) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster DNS will not forward names outside the cluster domain");
+                    Vec::new()
+                }
+            }
+        };
+        Ok(actors::agent::dns::DnsSettings {
+            cluster_domain: self
+                .cluster_domain
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
+            upstreams,
+            host_resolv_conf: self.resolv_conf.clone(),
+            host_hosts: PathBuf::from("/etc/hosts"),
+        })
+    }
+
     /// The node settings these flags describe (creates the data directory).
     fn settings(self) -> anyhow::Result<actors::server::NodeSettings> {
         let data_dir = data_dir(&self.data_dir)?;
@@ -102,7 +150,9 @@ impl NodeArgs {
                 },
             }
         });
+        let dns = self.dns_settings()?;
         Ok(actors::server::NodeSettings {
+            dns,
             data_dir,
             node_name: self.node_name.unwrap_or_else(default_node_name),
             host_ip: self.host_ip,
@@ -259,9 +309,12 @@ fn default_node_name() -> String {
 
 fn init_logs(filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // netlink-packet-route warns on every newer-kernel attribute it does not know.
+        // netlink-packet-route warns on every newer-kernel attribute it does not know;
+        // hickory logs every DNS query at info.
         .or_else(|_| {
-            tracing_subscriber::EnvFilter::try_new(format!("{filter},netlink_packet_route=error"))
+            tracing_subscriber::EnvFilter::try_new(format!(
+                "{filter},netlink_packet_route=error,hickory_server=warn,hickory_resolver=warn,hickory_net=warn"
+            ))
         })
         .context("--log")?;
     tracing_subscriber::fmt()
@@ -372,5 +425,23 @@ mod tests {
         for bad in ["15", "s", "15x", "1.2.3s", ""] {
             assert!(parse_duration(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn dns_upstreams_are_an_ip_or_ip_and_port() {
+        assert_eq!(
+            parse_upstream("192.0.2.1"),
+            Ok("192.0.2.1:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("192.0.2.1:5353"),
+            Ok("192.0.2.1:5353".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("2001:db8::1"),
+            Ok("[2001:db8::1]:53".parse().unwrap())
+        );
+        let err = parse_upstream("dns.example").unwrap_err();
+        assert!(err.contains("dns.example"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! What every node-agent actor shares: the node's identity, the API client, the container
 //! runtime and the network-namespace manager.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use api::client::Client;
@@ -22,10 +23,13 @@ pub struct AgentContext {
     pub puller: runtime::Puller,
     /// Pod network namespaces (blocking; call it through `spawn_blocking`).
     pub netns: Arc<net::NetnsManager>,
-    /// Where pods' volumes live (`<data-dir>/pods`).
-    pub pods_dir: std::path::PathBuf,
     /// The bridge pod network, when this node runs one (`None`: pods get loopback only).
     pub network: Option<Arc<super::network::PodNetwork>>,
+    /// Cluster DNS; the node serves it on its bridge gateway when it has a pod network.
+    pub dns: super::dns::DnsSettings,
+    /// Where each pod's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` are kept, in
+    /// `<pods_dir>/<uid>/`.
+    pub pods_dir: PathBuf,
 }
 
 impl std::fmt::Debug for AgentContext {

@@ -4,12 +4,14 @@
 //! network namespaces that belong to no pod any more.
 
 pub mod context;
+pub mod dns;
 pub mod env;
 pub mod hooks;
 pub mod images;
 pub mod network;
 pub mod node;
 pub mod plan;
+pub mod pod_files;
 pub mod pod_worker;
 pub mod probe;
 pub mod prober;
@@ -72,6 +74,8 @@ pub struct NodeAgentState {
     trackers: HashMap<PodKey, RestartTracker>,
     hold_until: HashMap<PodKey, Instant>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The node's cluster DNS (with a pod network only); serves once the bridge is up.
+    dns: Option<dns::NodeDns>,
 }
 
 impl std::fmt::Debug for NodeAgentState {
@@ -100,7 +104,11 @@ impl Actor for NodeAgent {
             trackers: HashMap::new(),
             hold_until: HashMap::new(),
             tasks: Vec::new(),
+            dns: None,
         };
+        if state.ctx.network.is_some() {
+            state.dns = Some(dns::NodeDns::new(state.ctx.dns.clone())?);
+        }
         register(&state).await?;
         // Pods drive the workers; Nodes, Services and Endpoints drive routes and the proxy.
         for kind in [Kind::Pod, Kind::Node, Kind::Service, Kind::Endpoints] {
@@ -355,10 +363,10 @@ async fn sync(myself: &ActorRef<NodeAgentMsg>, state: &mut NodeAgentState) -> Re
 }
 
 /// Brings the node's bridge up once the control plane assigned its subnet, keeps the way to
-/// the other nodes' subnets (host-gw routes or VXLAN entries) exact, and frees addresses of
-/// pods that are gone.
+/// the other nodes' subnets (host-gw routes or VXLAN entries) exact, serves cluster DNS on the
+/// bridge gateway with the current Services, and frees addresses of pods that are gone.
 async fn sync_network(
-    state: &NodeAgentState,
+    state: &mut NodeAgentState,
     network: &std::sync::Arc<network::PodNetwork>,
     mine: &[v1::Pod],
 ) -> Result<()> {
@@ -390,6 +398,14 @@ async fn sync_network(
         .collect();
     let services: Vec<v1::Service> = list_typed(ctx, Kind::Service).await?;
     let endpoints: Vec<v1::Endpoints> = list_typed(ctx, Kind::Endpoints).await?;
+    if let (Some(dns), Some(subnet)) = (state.dns.as_mut(), network.subnet()) {
+        if let Err(e) = dns.ensure_serving(net::subnet::gateway(subnet)).await {
+            tracing::warn!(node = %ctx.node_name, error = %e, "cluster DNS not serving yet; will retry");
+        }
+        if dns.update(&services, &endpoints)? {
+            tracing::info!(node = %ctx.node_name, services = services.len(), "cluster DNS records updated");
+        }
+    }
     let proxy = proxy::proxy_input(&services, &endpoints);
     let node_ip = ctx.host_ip.parse().ok();
     let (n, host_ip) = (network.clone(), ctx.host_ip.clone());
@@ -417,7 +433,17 @@ async fn collect_orphans(state: &NodeAgentState, mine: &[v1::Pod]) -> Result<()>
         .collect();
     live.extend(state.workers.values().map(|w| w.uid.clone()));
     let (rt, mgr) = (state.ctx.runtime.clone(), state.ctx.netns.clone());
+    let pods_dir = state.ctx.pods_dir.clone();
     blocking(move || {
+        if let Ok(entries) = std::fs::read_dir(&pods_dir) {
+            for entry in entries.flatten() {
+                let uid = entry.file_name().to_string_lossy().to_string();
+                if !live.contains(&uid) {
+                    tracing::info!(pod_uid = %uid, "removing orphaned pod files");
+                    pod_files::remove(&entry.path())?;
+                }
+            }
+        }
         for c in rt.list_containers()? {
             if !live.contains(&c.pod_uid) {
                 tracing::info!(container = %c.id, pod_uid = %c.pod_uid, "removing orphaned container");

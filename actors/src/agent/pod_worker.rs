@@ -24,6 +24,7 @@ use super::context::{blocking, container_id, netns_name, AgentContext};
 use super::hooks;
 use super::images;
 use super::plan::{self, ContainerAction, StartFailure};
+use super::pod_files;
 use super::probe::{ContainerProber, ProbeKind, ProbeOutcome, Restart};
 use super::prober::{self, ProbeTarget};
 use super::volumes::{self, PrepareFailure};
@@ -239,8 +240,9 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
         .iter()
         .any(|a| matches!(a, ContainerAction::Start { .. }));
     let pod_volumes = pod_volumes(state, &pod, starting).await?;
-    // Listed at most once per sync, and only when a container starts.
+    // Listed (written) at most once per sync, and only when a container starts.
     let mut links: Option<Vec<(String, String)>> = None;
+    let mut files: Option<Vec<runtime::BindMount>> = None;
     for action in actions {
         match action {
             ContainerAction::Start { name, attempt } => {
@@ -285,6 +287,15 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                     mounts,
                     ..container_spec(&a, &pod, c, attempt, netns.clone(), env)
                 };
+                let pod_mounts = match &files {
+                    Some(m) => m.clone(),
+                    None => files
+                        .insert(write_pod_files(&a, &pod, pod_ip).await?)
+                        .clone(),
+                };
+                let mut cspec = cspec;
+                // After the volume mounts, as kubelet adds its managed files.
+                cspec.mounts.extend(pod_mounts);
                 let limits = images::resources(c);
                 let rt = a.ctx.runtime.clone();
                 let start = move || {
@@ -597,6 +608,7 @@ async fn teardown(
         .unwrap_or(grace);
     let (rt, mgr, uid) = (a.ctx.runtime.clone(), a.ctx.netns.clone(), a.uid.clone());
     let (network, pods_dir) = (a.ctx.network.clone(), a.ctx.pods_dir.clone());
+    let files_dir = a.ctx.pods_dir.join(&a.uid);
     blocking(move || {
         for c in rt
             .list_containers()?
@@ -612,6 +624,7 @@ async fn teardown(
         }
         mgr.delete(&netns_name(&uid))?;
         rt.remove_pod_cgroup(&uid)?;
+        pod_files::remove(&files_dir)?;
         Ok(())
     })
     .await?;
@@ -647,7 +660,6 @@ fn container_spec(
     netns: std::path::PathBuf,
     env: Vec<(String, String)>,
 ) -> runtime::ContainerSpec {
-    let spec = pod.spec.clone().unwrap_or_default();
     runtime::ContainerSpec {
         id: container_id(&a.uid, &c.name, attempt),
         pod_uid: a.uid.clone(),
@@ -660,11 +672,7 @@ fn container_spec(
         args: env::expand_all(&c.args, &env),
         env,
         working_dir: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
-        hostname: if spec.hostname.is_empty() {
-            a.name.clone()
-        } else {
-            spec.hostname.clone()
-        },
+        hostname: pod_files::pod_hostname(pod),
         netns_path: Some(netns),
         mounts: Vec::new(),
     }
@@ -694,4 +702,33 @@ async fn pod_volumes(
         Err(PrepareFailure::Config(message)) => Ok(Err(message)),
         Err(PrepareFailure::Node(e)) => Err(e),
     }
+}
+
+/// Writes the pod's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (nameserver: this
+/// node's DNS on the bridge gateway) and returns their bind mounts.
+async fn write_pod_files(
+    a: &PodWorkerArgs,
+    pod: &v1::Pod,
+    pod_ip: Option<std::net::Ipv4Addr>,
+) -> Result<Vec<runtime::BindMount>> {
+    let cluster_dns = a
+        .ctx
+        .network
+        .as_ref()
+        .and_then(|n| n.subnet())
+        .map(|s| IpAddr::V4(net::subnet::gateway(s)));
+    let (settings, dir, pod) = (a.ctx.dns.clone(), a.ctx.pods_dir.join(&a.uid), pod.clone());
+    blocking(move || {
+        // A node without these files gives its pods none of their content, not an error.
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+        let node = pod_files::NodeFacts {
+            cluster_dns,
+            cluster_domain: settings.cluster_domain.clone(),
+            host_resolv_conf: read(&settings.host_resolv_conf),
+            host_hosts: read(&settings.host_hosts),
+        };
+        let files = pod_files::pod_files(&pod, pod_ip.map(IpAddr::V4), &node);
+        pod_files::write(&dir, &files)
+    })
+    .await
 }

@@ -65,6 +65,16 @@ fn target_port(port: &v1::ServicePort, p: &v1::Pod) -> Option<i32> {
     }
 }
 
+/// The hostname an address of `svc` carries (for `<hostname>.<svc>.<ns>.svc` DNS records): the
+/// pod's `spec.hostname` when its `spec.subdomain` names this Service, as in Kubernetes.
+fn endpoint_hostname(svc: &v1::Service, p: &v1::Pod) -> String {
+    let name = svc.metadata.as_ref().map_or("", |m| m.name.as_str());
+    match p.spec.as_ref() {
+        Some(s) if !s.hostname.is_empty() && s.subdomain == name => s.hostname.clone(),
+        _ => String::new(),
+    }
+}
+
 /// The Endpoints subsets of `svc` given the pods of its namespace: one subset per distinct
 /// set of resolved ports, addresses sorted by IP. `None` for Services without a selector.
 pub fn subsets(svc: &v1::Service, pods: &[v1::Pod]) -> Option<Vec<v1::EndpointSubset>> {
@@ -115,7 +125,7 @@ pub fn subsets(svc: &v1::Service, pods: &[v1::Pod]) -> Option<Vec<v1::EndpointSu
                 uid: meta.uid.clone(),
                 ..Default::default()
             }),
-            hostname: String::new(),
+            hostname: endpoint_hostname(svc, p),
             node_name: p
                 .spec
                 .as_ref()
@@ -275,5 +285,37 @@ mod tests {
             ..Default::default()
         };
         assert!(subsets(&no_selector, &pods).is_none());
+    }
+
+    #[test]
+    fn a_pod_whose_subdomain_names_the_service_lists_its_hostname() {
+        let svc = v1::Service {
+            metadata: Some(v1::ObjectMeta {
+                name: "db".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::ServiceSpec {
+                selector: [("app".to_string(), "db".to_string())].into(),
+                cluster_ip: "None".into(),
+                ports: vec![v1::ServicePort {
+                    port: 5432,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut member = pod("db-0", "10.244.0.2", true, "db");
+        let spec = member.spec.as_mut().unwrap();
+        spec.hostname = "db-0".into();
+        spec.subdomain = "db".into();
+        let mut elsewhere = pod("x", "10.244.0.3", true, "db");
+        let spec = elsewhere.spec.as_mut().unwrap();
+        spec.hostname = "x".into();
+        spec.subdomain = "other".into();
+        let s = subsets(&svc, &[member, elsewhere]).unwrap();
+        let names: Vec<_> = s[0].addresses.iter().map(|a| a.hostname.as_str()).collect();
+        assert_eq!(names, ["db-0", ""], "only a pod in this subdomain is named");
     }
 }

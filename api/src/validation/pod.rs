@@ -476,3 +476,55 @@ fn downward_files(errs: &mut Errors, path: &str, items: &[v1::DownwardApiVolumeF
         mode(errs, &format!("{fpath}.mode"), f.mode);
     }
 }
+
+/// `hostAliases` and `dnsConfig`: IP addresses, DNS names, Kubernetes' limits, and a
+/// nameserver when `dnsPolicy` is `None` (the file would have none otherwise).
+pub(super) fn validate_dns(errs: &mut Errors, path: &str, spec: &v1::PodSpec) {
+    let ip = |s: &str| -> names::Check {
+        s.parse::<std::net::IpAddr>()
+            .map(|_| ())
+            .map_err(|_| format!("{s:?} is not an IP address"))
+    };
+    for (i, a) in spec.host_aliases.iter().enumerate() {
+        let p = format!("{path}.hostAliases[{i}]");
+        errs.check(format!("{p}.ip"), ip(&a.ip));
+        for (j, h) in a.hostnames.iter().enumerate() {
+            errs.check(format!("{p}.hostnames[{j}]"), names::dns1123_subdomain(h));
+        }
+    }
+    let conf = spec.dns_config.clone().unwrap_or_default();
+    let p = format!("{path}.dnsConfig");
+    if conf.nameservers.len() > 3 {
+        errs.push(
+            format!("{p}.nameservers"),
+            "must not have more than 3 nameservers",
+        );
+    }
+    for (i, ns) in conf.nameservers.iter().enumerate() {
+        errs.check(format!("{p}.nameservers[{i}]"), ip(ns));
+    }
+    if conf.searches.len() > 32 {
+        errs.push(
+            format!("{p}.searches"),
+            "must not have more than 32 search paths",
+        );
+    }
+    for (i, s) in conf.searches.iter().enumerate() {
+        // A trailing dot is allowed (kubelet strips it).
+        errs.check(
+            format!("{p}.searches[{i}]"),
+            names::dns1123_subdomain(s.trim_end_matches('.')),
+        );
+    }
+    for (i, o) in conf.options.iter().enumerate() {
+        if o.name.is_empty() {
+            errs.push(format!("{p}.options[{i}].name"), "must not be empty");
+        }
+    }
+    if spec.dns_policy == "None" && conf.nameservers.is_empty() {
+        errs.push(
+            format!("{p}.nameservers"),
+            "must have at least one nameserver when dnsPolicy is None",
+        );
+    }
+}

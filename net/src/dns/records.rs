@@ -3,7 +3,7 @@
 //! SRV records for named ports. Pure data and lookups; it must not do I/O or forward queries
 //! (names outside the cluster domain are reported as [`Answer::Forward`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use crate::services::Protocol;
@@ -101,6 +101,9 @@ pub struct RecordSet {
     domain: String,
     a: BTreeMap<String, Vec<Ipv4Addr>>,
     srv: BTreeMap<String, Vec<SrvRecord>>,
+    /// Every name that exists: record owners and their ancestors up to the domain (empty
+    /// non-terminals such as `svc.cluster.local` answer NODATA, not NXDOMAIN).
+    names: BTreeSet<String>,
 }
 
 fn normalize(name: &str) -> String {
@@ -179,12 +182,31 @@ impl RecordSet {
         for (name, ip) in extra {
             set.a.entry(name).or_default().push(ip);
         }
+        let mut names = BTreeSet::from([set.domain.clone()]);
+        for owner in set.a.keys().chain(set.srv.keys()) {
+            let mut name = owner.as_str();
+            while name.len() > set.domain.len() {
+                names.insert(name.to_string());
+                name = name.split_once('.').map_or("", |(_, parent)| parent);
+            }
+        }
+        set.names = names;
         Ok(set)
     }
 
     /// The cluster domain of this set.
     pub fn domain(&self) -> &str {
         &self.domain
+    }
+
+    /// An empty set for `domain`: every name inside it is NXDOMAIN (the apex is NODATA).
+    pub fn empty(domain: &str) -> Result<RecordSet> {
+        RecordSet::build(domain, &[])
+    }
+
+    /// The A records of `name` (an SRV target, say), empty when it has none.
+    pub fn addresses(&self, name: &str) -> &[Ipv4Addr] {
+        self.a.get(&normalize(name)).map_or(&[], Vec::as_slice)
     }
 
     /// Answers a query for `name` (case-insensitive, trailing dot optional).
@@ -194,22 +216,10 @@ impl RecordSet {
         if !inside {
             return Answer::Forward;
         }
-        let exists_a = self.a.contains_key(&name);
-        let exists_srv = self.srv.contains_key(&name);
-        // Names that are a prefix of existing records (e.g. `svc.cluster.local`) exist too.
-        let suffix = format!(".{name}");
-        let is_parent = name == self.domain
-            || self
-                .a
-                .keys()
-                .chain(self.srv.keys())
-                .any(|k| k.ends_with(&suffix));
-        match qtype {
-            QueryType::A if exists_a => Answer::A(self.a.get(&name).cloned().unwrap_or_default()),
-            QueryType::Srv if exists_srv => {
-                Answer::Srv(self.srv.get(&name).cloned().unwrap_or_default())
-            }
-            _ if exists_a || exists_srv || is_parent => Answer::NoData,
+        match (qtype, self.a.get(&name), self.srv.get(&name)) {
+            (QueryType::A, Some(ips), _) => Answer::A(ips.clone()),
+            (QueryType::Srv, _, Some(srv)) => Answer::Srv(srv.clone()),
+            _ if self.names.contains(&name) => Answer::NoData,
             _ => Answer::NxDomain,
         }
     }
@@ -329,6 +339,20 @@ mod tests {
             Answer::NoData
         );
         assert_eq!(s.lookup("svc.cluster.local", QueryType::A), Answer::NoData);
+        assert_eq!(
+            s.lookup("prod.svc.cluster.local", QueryType::A),
+            Answer::NoData
+        );
+        assert_eq!(
+            s.lookup("_tcp.db.prod.svc.cluster.local", QueryType::Srv),
+            Answer::NoData,
+            "an empty non-terminal under a SRV owner exists"
+        );
+        assert_eq!(s.lookup("cluster.local", QueryType::A), Answer::NoData);
+        assert_eq!(
+            s.lookup("other.svc.cluster.local", QueryType::A),
+            Answer::NxDomain
+        );
         assert_eq!(s.lookup("example.com", QueryType::A), Answer::Forward);
         assert_eq!(s.lookup("notcluster.local", QueryType::A), Answer::Forward);
     }

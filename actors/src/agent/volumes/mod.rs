@@ -84,18 +84,11 @@ pub async fn prepare(
     })
 }
 
-/// Removes pod `uid`'s volumes from the node (blocking).
+/// Unmounts and removes pod `uid`'s volumes from the node (blocking); the pod directory
+/// itself goes with the pod's other files.
 pub fn teardown(pods_dir: &Path, uid: &str) -> Result<()> {
-    let dir = pods_dir.join(uid);
-    setup::teardown(&dir.join("volumes")).map_err(|e| Error::FailedPrecondition(e.to_string()))?;
-    match std::fs::remove_dir(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::FailedPrecondition(format!(
-            "remove {}: {e}",
-            dir.display()
-        ))),
-    }
+    setup::teardown(&pod_volumes_dir(pods_dir, uid))
+        .map_err(|e| Error::FailedPrecondition(e.to_string()))
 }
 
 async fn get(ctx: &AgentContext, kind: Kind, ns: &str, name: &str) -> Result<Option<ObjKind>> {

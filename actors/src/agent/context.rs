@@ -28,7 +28,7 @@ pub struct AgentContext {
     /// Cluster DNS; the node serves it on its bridge gateway when it has a pod network.
     pub dns: super::dns::DnsSettings,
     /// Where each pod's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` are kept, in
-    /// `<pods_dir>/<uid>/`.
+    /// `<pods_dir>/<uid>/`, and its volumes, in `<pods_dir>/<uid>/volumes/`.
     pub pods_dir: PathBuf,
 }
 

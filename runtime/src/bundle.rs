@@ -463,45 +463,6 @@ mod tests {
     }
 
     #[test]
-    fn mounts_follow_the_default_mounts_and_need_absolute_destinations() -> anyhow::Result<()> {
-        let s = ContainerSpec {
-            mounts: vec![crate::types::BindMount {
-                source: "/var/lib/capstan/pods/uid1/hosts".into(),
-                destination: "/etc/hosts".into(),
-                read_only: false,
-            }],
-            ..spec()
-        };
-        let oci = build_spec(&s, &Resources::default(), &image(), Path::new("/r"))?;
-        let mounts = oci.mounts().clone().unwrap_or_default();
-        let last = mounts.last().expect("a mount");
-        assert_eq!(last.destination(), Path::new("/etc/hosts"));
-        assert_eq!(last.typ().as_deref(), Some("bind"));
-        assert_eq!(
-            last.source().as_deref(),
-            Some(Path::new("/var/lib/capstan/pods/uid1/hosts"))
-        );
-        assert_eq!(
-            last.options().clone().unwrap_or_default(),
-            ["rbind", "rprivate", "rw"]
-        );
-        let relative = ContainerSpec {
-            mounts: vec![crate::types::BindMount {
-                source: "/x".into(),
-                destination: "etc/hosts".into(),
-                read_only: true,
-            }],
-            ..spec()
-        };
-        let err = build_spec(&relative, &Resources::default(), &image(), Path::new("/r"));
-        assert!(
-            matches!(&err, Err(Error::InvalidSpec { reason, .. }) if reason.contains("absolute")),
-            "{err:?}"
-        );
-        Ok(())
-    }
-
-    #[test]
     fn no_resources_leave_linux_resources_unset() -> anyhow::Result<()> {
         let oci = build_spec(&spec(), &Resources::default(), &image(), Path::new("/r"))?;
         assert!(oci

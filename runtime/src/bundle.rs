@@ -1,8 +1,9 @@
 //! Pure construction of a container's OCI runtime spec (`config.json`) from the agent's
 //! [`ContainerSpec`] and the image config: command resolution as in Kubernetes, environment
 //! merging, mounts, namespaces, capabilities, the per-container cgroup path and its resource
-//! limits (`linux.resources`). It does no I/O
-//! except [`write_config`], which saves the result into a bundle directory.
+//! limits (`linux.resources`), user, capabilities and seccomp filter. It does no I/O except
+//! reading a `Localhost` seccomp profile and [`write_config`], which saves the result into a
+//! bundle directory.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -182,7 +183,8 @@ pub fn build_spec(
     let plan = resolve_process(spec, image)?;
     let mut oci = Spec::default();
 
-    let caps: HashSet<Capability> = DEFAULT_CAPS.iter().copied().collect();
+    let caps = capabilities(&spec.id, &spec.security)?;
+    let cap_names: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
     let caps = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -194,13 +196,21 @@ pub fn build_spec(
     process.set_cwd(PathBuf::from(plan.cwd));
     process.set_terminal(Some(false));
     process.set_capabilities(Some(caps));
-    process.set_no_new_privileges(Some(false));
+    let sec = &spec.security;
+    process.set_no_new_privileges(Some(sec.no_new_privileges && !sec.privileged));
+    if sec.user.is_some() || sec.group.is_some() || !sec.supplemental_groups.is_empty() {
+        let mut user = process.user().clone();
+        user.set_uid(sec.user.unwrap_or(0));
+        user.set_gid(sec.group.unwrap_or(0));
+        user.set_additional_gids(Some(sec.supplemental_groups.clone()).filter(|g| !g.is_empty()));
+        process.set_user(user);
+    }
     oci.set_process(Some(process));
 
     oci.set_root(Some(
         RootBuilder::default()
             .path(rootfs)
-            .readonly(false)
+            .readonly(spec.security.read_only_rootfs)
             .build()?,
     ));
     let hostname = if spec.hostname.is_empty() {
@@ -230,6 +240,7 @@ pub fn build_spec(
     ]));
     linux.set_cgroups_path(Some(cgroups_path(&spec.pod_uid, &spec.id)));
     linux.set_resources(linux_resources(&spec.id, resources)?);
+    linux.set_seccomp(seccomp_filter(spec, &cap_names)?);
     oci.set_linux(Some(linux));
 
     let mut annotations = std::collections::HashMap::new();
@@ -245,6 +256,132 @@ pub fn build_spec(
     );
     oci.set_annotations(Some(annotations));
     Ok(oci)
+}
+
+/// Every capability the kernel knows (granted to privileged containers).
+const ALL_CAPS: &[&str] = &[
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "SYSLOG",
+    "WAKE_ALARM",
+];
+
+/// The container's capability set: the default set (every one when privileged), with
+/// `capabilities_drop` removed (`ALL`: all of them) and then `capabilities_add` added.
+fn capabilities(id: &str, sec: &crate::types::Security) -> Result<HashSet<Capability>> {
+    let parse = |name: &str| {
+        let bare = name.trim_start_matches("CAP_").to_ascii_uppercase();
+        bare.parse::<Capability>().map_err(|_| Error::InvalidSpec {
+            id: id.to_owned(),
+            reason: format!("unknown capability {name:?}"),
+        })
+    };
+    let mut caps: HashSet<Capability> = if sec.privileged {
+        ALL_CAPS.iter().map(|c| parse(c)).collect::<Result<_>>()?
+    } else {
+        DEFAULT_CAPS.iter().copied().collect()
+    };
+    for name in &sec.capabilities_drop {
+        if name.eq_ignore_ascii_case("ALL") {
+            caps.clear();
+        } else {
+            caps.remove(&parse(name)?);
+        }
+    }
+    // libcontainer 0.7 fails every start whose capability sets lack CAP_KILL or
+    // CAP_AUDIT_WRITE ("failed syscall" while dropping privileges); refuse such a drop
+    // plainly rather than fail obscurely or keep capabilities the user dropped.
+    for cap in [Capability::Kill, Capability::AuditWrite] {
+        if !sec.privileged && DEFAULT_CAPS.contains(&cap) && !caps.contains(&cap) {
+            let kept = sec
+                .capabilities_add
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case("ALL") || parse(a).is_ok_and(|c| c == cap));
+            if !kept {
+                return Err(Error::InvalidSpec {
+                    id: id.to_owned(),
+                    reason: format!(
+                        "dropping CAP_{cap} is not supported yet (the container runtime cannot start a container without it); keep it, e.g. drop [ALL] and add [KILL, AUDIT_WRITE, ...]"
+                    ),
+                });
+            }
+        }
+    }
+    for name in &sec.capabilities_add {
+        if name.eq_ignore_ascii_case("ALL") {
+            caps.extend(
+                ALL_CAPS
+                    .iter()
+                    .map(|c| parse(c))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+        } else {
+            caps.insert(parse(name)?);
+        }
+    }
+    Ok(caps)
+}
+
+/// The container's seccomp filter (none when privileged or unconfined).
+fn seccomp_filter(
+    spec: &ContainerSpec,
+    caps: &[String],
+) -> Result<Option<oci_spec::runtime::LinuxSeccomp>> {
+    if spec.security.privileged {
+        return Ok(None);
+    }
+    match &spec.security.seccomp {
+        crate::types::Seccomp::Unconfined => Ok(None),
+        crate::types::Seccomp::RuntimeDefault => crate::seccomp::runtime_default(caps).map(Some),
+        crate::types::Seccomp::Profile(path) => {
+            let invalid = |reason: String| Error::InvalidSpec {
+                id: spec.id.clone(),
+                reason,
+            };
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(format!("seccomp profile {}: {e}", path.display())))?;
+            serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| invalid(format!("seccomp profile {}: {e}", path.display())))
+        }
+    }
 }
 
 /// The OCI mount of one volume: a recursive, private bind, read-only on request.

@@ -21,6 +21,7 @@ pub mod pull_policy;
 pub mod registry;
 pub mod rootfs;
 mod runtime;
+pub mod seccomp;
 pub mod shim;
 pub mod state;
 mod types;
@@ -34,7 +35,8 @@ pub use registry::{RegistryAuth, RegistrySettings};
 pub use runtime::Runtime;
 pub use shim::shim_main;
 pub use types::{
-    BindMount, ContainerSpec, ContainerState, ContainerStatus, Resources, RuntimeConfig,
+    BindMount, ContainerSpec, ContainerState, ContainerStatus, Resources, RuntimeConfig, Seccomp,
+    Security,
 };
 
 #[cfg(test)]

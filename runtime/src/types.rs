@@ -44,6 +44,59 @@ pub struct ContainerSpec {
     /// Host files and directories to bind-mount (volumes), in order: a later mount may lie
     /// inside an earlier one.
     pub mounts: Vec<BindMount>,
+    /// Who the process runs as and how it is confined.
+    pub security: Security,
+}
+
+/// How a container's process is confined; the default is the hardened one (root in the
+/// container, the default capability set, no new privileges, the default seccomp filter).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Security {
+    /// UID of the process (0 when unset).
+    pub user: Option<u32>,
+    /// GID of the process (0 when unset).
+    pub group: Option<u32>,
+    /// Extra groups of the process.
+    pub supplemental_groups: Vec<u32>,
+    /// Mount the root filesystem read-only.
+    pub read_only_rootfs: bool,
+    /// Capabilities added to the default set (`NET_ADMIN` or `CAP_NET_ADMIN`).
+    pub capabilities_add: Vec<String>,
+    /// Capabilities removed from it; `ALL` removes every one.
+    pub capabilities_drop: Vec<String>,
+    /// Every capability and no seccomp filter.
+    pub privileged: bool,
+    /// Set `no_new_privs`: setuid binaries and file capabilities grant nothing.
+    pub no_new_privileges: bool,
+    /// The seccomp filter.
+    pub seccomp: Seccomp,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            user: None,
+            group: None,
+            supplemental_groups: Vec::new(),
+            read_only_rootfs: false,
+            capabilities_add: Vec::new(),
+            capabilities_drop: Vec::new(),
+            privileged: false,
+            no_new_privileges: true,
+            seccomp: Seccomp::RuntimeDefault,
+        }
+    }
+}
+
+/// Which seccomp filter a container gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seccomp {
+    /// [`crate::seccomp::runtime_default`].
+    RuntimeDefault,
+    /// None.
+    Unconfined,
+    /// An OCI `linux.seccomp` JSON file; the container does not start if it cannot be read.
+    Profile(PathBuf),
 }
 
 /// A host file or directory bind-mounted into a container (the agent prepares the source).

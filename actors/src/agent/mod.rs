@@ -16,6 +16,7 @@ pub mod pod_worker;
 pub mod probe;
 pub mod prober;
 pub mod proxy;
+pub mod security;
 pub mod service_env;
 pub mod volumes;
 

@@ -28,7 +28,7 @@ use super::pod_files;
 use super::probe::{ContainerProber, ProbeKind, ProbeOutcome, Restart};
 use super::prober::{self, ProbeTarget};
 use super::volumes::{self, PrepareFailure};
-use super::{env, service_env};
+use super::{env, security, service_env};
 use crate::error::{Error, Result};
 
 /// How often a worker re-syncs without a trigger.
@@ -264,9 +264,11 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                     let mounts = volumes::plan::container_mounts(c, &p.volumes, |n| dir.join(n))
                         .map_err(|e| e.to_string())?;
                     let env = env::container_env(&pod, c, &p.fetched, &facts, links)?;
-                    Ok((mounts, env))
+                    let seccomp_dir = a.ctx.pods_dir.with_file_name("seccomp");
+                    let security = security::security(&spec, c, &seccomp_dir)?;
+                    Ok((mounts, env, security))
                 });
-                let (mounts, env) = match made {
+                let (mounts, env, security) = match made {
                     Ok(made) => made,
                     Err(message) => {
                         tracing::info!(namespace = %a.namespace, pod = %a.name, container = %name, reason = %message, "container configuration not ready");
@@ -285,6 +287,7 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                 }
                 let cspec = runtime::ContainerSpec {
                     mounts,
+                    security,
                     ..container_spec(&a, &pod, c, attempt, netns.clone(), env)
                 };
                 let pod_mounts = match &files {
@@ -675,6 +678,7 @@ fn container_spec(
         hostname: pod_files::pod_hostname(pod),
         netns_path: Some(netns),
         mounts: Vec::new(),
+        security: runtime::Security::default(),
     }
 }
 

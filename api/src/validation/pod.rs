@@ -319,12 +319,51 @@ pub(super) fn validate_container_extras(
                 "cannot be false when privileged is true",
             );
         }
+        if let Some(p) = &sc.seccomp_profile {
+            validate_seccomp(errs, &format!("{spath}.seccompProfile"), p);
+        }
+    }
+}
+
+/// A seccomp profile: a known type, and a relative path without `..` exactly for Localhost.
+fn validate_seccomp(errs: &mut Errors, path: &str, p: &v1::SeccompProfile) {
+    let local = p.localhost_profile.as_deref().unwrap_or_default();
+    match p.r#type.as_str() {
+        "RuntimeDefault" | "Unconfined" => {
+            if p.localhost_profile.is_some() {
+                errs.push(
+                    format!("{path}.localhostProfile"),
+                    "must only be set when type is Localhost",
+                );
+            }
+        }
+        "Localhost" => {
+            let plain = !local.is_empty()
+                && !local.starts_with('/')
+                && local.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+            if !plain {
+                errs.push(
+                    format!("{path}.localhostProfile"),
+                    "must be a relative path below the node's seccomp directory, without '..'",
+                );
+            }
+        }
+        "" => errs.push(format!("{path}.type"), "Required value"),
+        other => errs.push(
+            format!("{path}.type"),
+            format!(
+                "Unsupported value: {other:?}: supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\""
+            ),
+        ),
     }
 }
 
 /// Checks a pod-level security context at `path`.
 pub(super) fn validate_pod_security(errs: &mut Errors, path: &str, sc: &v1::PodSecurityContext) {
     ids(errs, path, sc.run_as_user, sc.run_as_group);
+    if let Some(p) = &sc.seccomp_profile {
+        validate_seccomp(errs, &format!("{path}.seccompProfile"), p);
+    }
     if sc.fs_group.is_some_and(|g| g < 0) {
         errs.push(
             format!("{path}.fsGroup"),

@@ -16,6 +16,7 @@ pub mod image_store;
 pub mod layers;
 pub mod layout;
 pub mod logs;
+mod poll;
 pub mod pull;
 pub mod pull_policy;
 pub mod registry;

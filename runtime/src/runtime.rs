@@ -19,6 +19,7 @@ use crate::bundle;
 use crate::error::{Error, Result};
 use crate::image_store::{write_atomic, ImageStore};
 use crate::layout::{valid_id, ContainerPaths};
+use crate::poll::poll_interval;
 use crate::pull::Puller;
 use crate::registry::RegistrySettings;
 use crate::rootfs;
@@ -30,8 +31,6 @@ use crate::types::{ContainerSpec, ContainerStatus, Resources, RuntimeConfig};
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extra time given to the shim, beyond the grace period, to report the exit.
 const STOP_SLACK: Duration = Duration::from_secs(3);
-/// Poll interval while waiting on a shim.
-const POLL: Duration = Duration::from_millis(20);
 
 /// The container runtime of one node. `Send + Sync`; every method is blocking.
 #[derive(Debug)]
@@ -179,7 +178,8 @@ impl Runtime {
     }
 
     fn wait_started(&self, id: &str, paths: &ContainerPaths) -> Result<ContainerStatus> {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let since = Instant::now();
+        let deadline = since + START_TIMEOUT;
         loop {
             let state = ShimState::load(&paths.state)?;
             let shim_alive = state.shim.is_some_and(|s| s.is_alive());
@@ -197,7 +197,7 @@ impl Runtime {
                         reason: format!("container not started after {START_TIMEOUT:?}"),
                     });
                 }
-                Phase::Creating => sleep(POLL),
+                Phase::Creating => sleep(poll_interval(since.elapsed())),
             }
         }
     }
@@ -255,12 +255,13 @@ impl Runtime {
         let mut state = ShimState::load(&paths.state)?;
         // The shim only handles SIGTERM once the container runs (its signals stay unblocked
         // while libcontainer forks), so let a start in progress finish first.
-        let deadline = Instant::now() + START_TIMEOUT;
+        let since = Instant::now();
+        let deadline = since + START_TIMEOUT;
         while state.phase == Phase::Creating
             && state.shim.is_some_and(|s| s.is_alive())
             && Instant::now() < deadline
         {
-            sleep(POLL);
+            sleep(poll_interval(since.elapsed()));
             state = ShimState::load(&paths.state)?;
         }
         if state.phase == Phase::Exited {
@@ -287,9 +288,9 @@ impl Runtime {
         let state = ShimState::load(&paths.state)?;
         if let Some(c) = state.container.filter(ProcId::is_alive) {
             let _ = kill(Pid::from_raw(c.pid), Signal::SIGKILL);
-            let deadline = Instant::now() + STOP_SLACK;
-            while c.is_alive() && Instant::now() < deadline {
-                sleep(POLL);
+            let since = Instant::now();
+            while c.is_alive() && since.elapsed() < STOP_SLACK {
+                sleep(poll_interval(since.elapsed()));
             }
             if c.is_alive() {
                 return Err(Error::Shim {
@@ -306,15 +307,15 @@ impl Runtime {
 
     /// Waits until the state says exited or the shim is gone; true if exited was recorded.
     fn wait_exited(&self, paths: &ContainerPaths, shim: ProcId, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
+        let since = Instant::now();
         loop {
             if ShimState::load(&paths.state)?.phase == Phase::Exited {
                 return Ok(true);
             }
-            if !shim.is_alive() || Instant::now() >= deadline {
+            if !shim.is_alive() || since.elapsed() >= timeout {
                 return Ok(ShimState::load(&paths.state)?.phase == Phase::Exited);
             }
-            sleep(POLL);
+            sleep(poll_interval(since.elapsed()));
         }
     }
 
@@ -336,9 +337,9 @@ impl Runtime {
             }
             // The shim deletes the libcontainer container and then exits; give it the time.
             if let Some(shim) = state.shim {
-                let deadline = Instant::now() + STOP_SLACK;
-                while shim.is_alive() && Instant::now() < deadline {
-                    sleep(POLL);
+                let since = Instant::now();
+                while shim.is_alive() && since.elapsed() < STOP_SLACK {
+                    sleep(poll_interval(since.elapsed()));
                 }
             }
         }

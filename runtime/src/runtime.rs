@@ -321,7 +321,9 @@ impl Runtime {
 
     /// Removes container `id`: stops it if needed (no grace), deletes leftover libcontainer
     /// state and cgroup, unmounts the rootfs and deletes its directory. The log is kept (see
-    /// [`Runtime::remove_log`]). Idempotent.
+    /// [`Runtime::remove_log`]). Idempotent. A record that cannot be parsed (e.g. cut short
+    /// by a power loss, as records are not fsynced) is removed like one whose shim is gone:
+    /// the libcontainer cleanup kills whatever is left of the container.
     pub fn remove_container(&self, id: &str) -> Result<()> {
         if !valid_id(id) {
             return Err(Error::InvalidSpec {
@@ -330,8 +332,16 @@ impl Runtime {
             });
         }
         let paths = self.paths(id);
-        if paths.state.exists() {
-            let state = ShimState::load(&paths.state)?;
+        let record = match ShimState::load(&paths.state) {
+            Ok(state) => Some(state),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e @ Error::Json { .. }) => {
+                tracing::warn!(container = %id, error = %e, "unreadable container record, removing it anyway");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(state) = record {
             if state.phase != Phase::Exited {
                 self.stop_container(id, Duration::ZERO)?;
             }

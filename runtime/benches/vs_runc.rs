@@ -115,7 +115,13 @@ impl Bench {
         bench
     }
 
-    fn spec(&self, pod: &str, name: &str, command: &[&str], netns: Option<PathBuf>) -> ContainerSpec {
+    fn spec(
+        &self,
+        pod: &str,
+        name: &str,
+        command: &[&str],
+        netns: Option<PathBuf>,
+    ) -> ContainerSpec {
         let id = format!("{}-{name}", self.tag);
         let pod_uid = format!("bench-{}-{pod}", self.tag);
         self.capstan_ids.lock().unwrap().push(id.clone());
@@ -206,9 +212,15 @@ impl Bench {
         let finished = since(&state.finished_at);
         let phases = Phases(vec![
             ("prepare (resolve, overlay, config)", created),
-            ("shim spawn + libcontainer create/start", started.saturating_sub(created)),
+            (
+                "shim spawn + libcontainer create/start",
+                started.saturating_sub(created),
+            ),
             ("run `true` + reap", finished.saturating_sub(started)),
-            ("delete + exit record + detection", observed.saturating_sub(finished)),
+            (
+                "delete + exit record + detection",
+                observed.saturating_sub(finished),
+            ),
             ("remove (unmount, rm)", total.saturating_sub(observed)),
             ("(start_container returned at)", returned),
         ]);
@@ -321,7 +333,8 @@ impl Drop for Bench {
         for uid in std::mem::take(&mut *self.pod_uids.lock().unwrap_or_else(|p| p.into_inner())) {
             let _ = self.rt.remove_pod_cgroup(&uid);
         }
-        for name in std::mem::take(&mut *self.netns_names.lock().unwrap_or_else(|p| p.into_inner())) {
+        for name in std::mem::take(&mut *self.netns_names.lock().unwrap_or_else(|p| p.into_inner()))
+        {
             let _ = self.netns.delete(&name);
         }
         // runc removes each container's cgroup on delete; the parent is ours.
@@ -471,8 +484,9 @@ fn main() {
 
     let (cap_burst, cap_each) = burst(pods, |i| bench.capstan_pod(&format!("burst{i}")));
     bench.stop_capstan_pods();
-    let (runc_burst, runc_each) =
-        burst(pods, |i| bench.runc_pod(&format!("burst{i}"), &pod_template));
+    let (runc_burst, runc_each) = burst(pods, |i| {
+        bench.runc_pod(&format!("burst{i}"), &pod_template)
+    });
     bench.stop_runc_pods();
 
     println!("vs_runc: {rounds} alternating rounds, burst of {pods} pods; times in ms");
@@ -514,12 +528,21 @@ fn main() {
     );
     println!(
         "cycle target: capstan <= {TARGET:.2}x runc; measured {cycle_ratio:.2}x: {}",
-        if cycle_ratio <= TARGET { "MET" } else { "NOT MET" }
+        if cycle_ratio <= TARGET {
+            "MET"
+        } else {
+            "NOT MET"
+        }
     );
     println!("capstan cycle by phase (median of {rounds}):");
     for i in 0..phases[0].0.len() {
         let samples: Vec<Duration> = phases.iter().map(|p| p.0[i].1).collect();
         let s = stats(&samples);
-        println!("  {:<44} {} (p90 {})", phases[0].0[i].0, ms(s.median), ms(s.p90));
+        println!(
+            "  {:<44} {} (p90 {})",
+            phases[0].0[i].0,
+            ms(s.median),
+            ms(s.p90)
+        );
     }
 }

@@ -350,7 +350,10 @@ fn container_whose_record_is_cut_short_is_still_removed_with_everything_it_held(
     )?;
     let record = h.root.join("containers").join(&spec.id).join("state.json");
     std::fs::write(&record, b"{\"id\": \"tor")?;
-    assert!(h.rt().container_status(&spec.id).is_err(), "record is unreadable");
+    assert!(
+        h.rt().container_status(&spec.id).is_err(),
+        "record is unreadable"
+    );
 
     h.rt().remove_container(&spec.id)?;
     let deadline = Instant::now() + Duration::from_secs(5);

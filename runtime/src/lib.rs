@@ -16,7 +16,6 @@ pub mod image_store;
 pub mod layers;
 pub mod layout;
 pub mod logs;
-mod poll;
 pub mod pull;
 pub mod pull_policy;
 pub mod registry;
@@ -25,6 +24,7 @@ mod runtime;
 pub mod shim;
 pub mod state;
 mod types;
+mod watch;
 
 pub use error::{Error, Result};
 pub use exec::ExecOutput;

@@ -8,7 +8,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
@@ -19,13 +18,13 @@ use crate::bundle;
 use crate::error::{Error, Result};
 use crate::image_store::{write_atomic, ImageStore};
 use crate::layout::{valid_id, ContainerPaths};
-use crate::poll::poll_interval;
 use crate::pull::Puller;
 use crate::registry::RegistrySettings;
 use crate::rootfs;
 use crate::shim::{cleanup_args, run_args, StopRequest};
 use crate::state::{Phase, ProcId, ShimState};
 use crate::types::{ContainerSpec, ContainerStatus, Resources, RuntimeConfig};
+use crate::watch::{wait_gone, RecordWatch};
 
 /// How long `start_container` waits for the shim to report running or failed.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -178,8 +177,8 @@ impl Runtime {
     }
 
     fn wait_started(&self, id: &str, paths: &ContainerPaths) -> Result<ContainerStatus> {
-        let since = Instant::now();
-        let deadline = since + START_TIMEOUT;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut watch = RecordWatch::new(&paths.dir);
         loop {
             let state = ShimState::load(&paths.state)?;
             let shim_alive = state.shim.is_some_and(|s| s.is_alive());
@@ -197,7 +196,7 @@ impl Runtime {
                         reason: format!("container not started after {START_TIMEOUT:?}"),
                     });
                 }
-                Phase::Creating => sleep(poll_interval(since.elapsed())),
+                Phase::Creating => watch.wait(deadline.saturating_duration_since(Instant::now())),
             }
         }
     }
@@ -252,16 +251,16 @@ impl Runtime {
         if !valid_id(id) || !paths.state.exists() {
             return Ok(());
         }
+        let mut watch = RecordWatch::new(&paths.dir);
         let mut state = ShimState::load(&paths.state)?;
         // The shim only handles SIGTERM once the container runs (its signals stay unblocked
         // while libcontainer forks), so let a start in progress finish first.
-        let since = Instant::now();
-        let deadline = since + START_TIMEOUT;
+        let deadline = Instant::now() + START_TIMEOUT;
         while state.phase == Phase::Creating
             && state.shim.is_some_and(|s| s.is_alive())
             && Instant::now() < deadline
         {
-            sleep(poll_interval(since.elapsed()));
+            watch.wait(deadline.saturating_duration_since(Instant::now()));
             state = ShimState::load(&paths.state)?;
         }
         if state.phase == Phase::Exited {
@@ -288,11 +287,7 @@ impl Runtime {
         let state = ShimState::load(&paths.state)?;
         if let Some(c) = state.container.filter(ProcId::is_alive) {
             let _ = kill(Pid::from_raw(c.pid), Signal::SIGKILL);
-            let since = Instant::now();
-            while c.is_alive() && since.elapsed() < STOP_SLACK {
-                sleep(poll_interval(since.elapsed()));
-            }
-            if c.is_alive() {
+            if !wait_gone(c, STOP_SLACK) {
                 return Err(Error::Shim {
                     id: id.to_owned(),
                     reason: format!("container pid {} survived SIGKILL", c.pid),
@@ -307,15 +302,16 @@ impl Runtime {
 
     /// Waits until the state says exited or the shim is gone; true if exited was recorded.
     fn wait_exited(&self, paths: &ContainerPaths, shim: ProcId, timeout: Duration) -> Result<bool> {
-        let since = Instant::now();
+        let deadline = Instant::now() + timeout;
+        let mut watch = RecordWatch::new(&paths.dir);
         loop {
             if ShimState::load(&paths.state)?.phase == Phase::Exited {
                 return Ok(true);
             }
-            if !shim.is_alive() || since.elapsed() >= timeout {
+            if !shim.is_alive() || Instant::now() >= deadline {
                 return Ok(ShimState::load(&paths.state)?.phase == Phase::Exited);
             }
-            sleep(poll_interval(since.elapsed()));
+            watch.wait(deadline.saturating_duration_since(Instant::now()));
         }
     }
 
@@ -347,10 +343,7 @@ impl Runtime {
             }
             // The shim deletes the libcontainer container and then exits; give it the time.
             if let Some(shim) = state.shim {
-                let since = Instant::now();
-                while shim.is_alive() && since.elapsed() < STOP_SLACK {
-                    sleep(poll_interval(since.elapsed()));
-                }
+                wait_gone(shim, STOP_SLACK);
             }
         }
         if paths.libcontainer_root.join(id).exists() {

@@ -14,7 +14,8 @@
 //! OCI spec Capstan generates (`bundle::build_spec`: namespaces incl. network, caps, mounts,
 //! `terminal: false`), with its own cgroup path. Everything lives under one temp root that a
 //! guard cleans up, also on panic: containers are stopped by id, only ours are killed.
-//! Run as root: `cargo bench -p runtime --bench vs_runc` (`VS_RUNC_ROUNDS`, `VS_RUNC_PODS`).
+//! Run as root: `cargo bench -p runtime --bench vs_runc` (`VS_RUNC_ROUNDS`, `VS_RUNC_PODS`;
+//! `VS_RUNC_SHIM` runs another shim executable).
 
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
@@ -73,7 +74,9 @@ impl Bench {
         let root = dir.path().join("capstan");
         let rt = Runtime::new(RuntimeConfig {
             root: root.clone(),
-            shim_exe: PathBuf::from(SHIM),
+            // Overridable to compare shim builds under one agent side.
+            shim_exe: std::env::var_os("VS_RUNC_SHIM")
+                .map_or_else(|| PathBuf::from(SHIM), PathBuf::from),
         })
         .unwrap();
         let netns = NetnsManager::new(dir.path().join("netns")).unwrap();

@@ -67,7 +67,12 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
             Some(options),
         )
     };
-    match overlay(&format!("{options},volatile")) {
+    let vol = if std::env::var_os("XX_NOVOL").is_some() {
+        String::new()
+    } else {
+        ",volatile".to_owned()
+    };
+    match overlay(&format!("{options}{vol}")) {
         // Older kernels reject the unknown option.
         Err(nix::errno::Errno::EINVAL) => overlay(&options),
         other => other,

@@ -67,12 +67,7 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
             Some(options),
         )
     };
-    let vol = if std::env::var_os("XX_NOVOL").is_some() {
-        String::new()
-    } else {
-        ",volatile".to_owned()
-    };
-    match overlay(&format!("{options}{vol}")) {
+    match overlay(&format!("{options},volatile")) {
         // Older kernels reject the unknown option.
         Err(nix::errno::Errno::EINVAL) => overlay(&options),
         other => other,

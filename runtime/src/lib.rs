@@ -25,6 +25,7 @@ pub mod seccomp;
 pub mod shim;
 pub mod state;
 mod types;
+mod watch;
 
 pub use error::{Error, Result};
 pub use exec::ExecOutput;

@@ -8,7 +8,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
@@ -25,13 +24,12 @@ use crate::rootfs;
 use crate::shim::{cleanup_args, run_args, StopRequest};
 use crate::state::{Phase, ProcId, ShimState};
 use crate::types::{ContainerSpec, ContainerStatus, Resources, RuntimeConfig};
+use crate::watch::{wait_gone, RecordWatch};
 
 /// How long `start_container` waits for the shim to report running or failed.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extra time given to the shim, beyond the grace period, to report the exit.
 const STOP_SLACK: Duration = Duration::from_secs(3);
-/// Poll interval while waiting on a shim.
-const POLL: Duration = Duration::from_millis(20);
 
 /// The container runtime of one node. `Send + Sync`; every method is blocking.
 #[derive(Debug)]
@@ -180,6 +178,7 @@ impl Runtime {
 
     fn wait_started(&self, id: &str, paths: &ContainerPaths) -> Result<ContainerStatus> {
         let deadline = Instant::now() + START_TIMEOUT;
+        let mut watch = RecordWatch::new(&paths.dir);
         loop {
             let state = ShimState::load(&paths.state)?;
             let shim_alive = state.shim.is_some_and(|s| s.is_alive());
@@ -197,7 +196,7 @@ impl Runtime {
                         reason: format!("container not started after {START_TIMEOUT:?}"),
                     });
                 }
-                Phase::Creating => sleep(POLL),
+                Phase::Creating => watch.wait(deadline.saturating_duration_since(Instant::now())),
             }
         }
     }
@@ -252,6 +251,7 @@ impl Runtime {
         if !valid_id(id) || !paths.state.exists() {
             return Ok(());
         }
+        let mut watch = RecordWatch::new(&paths.dir);
         let mut state = ShimState::load(&paths.state)?;
         // The shim only handles SIGTERM once the container runs (its signals stay unblocked
         // while libcontainer forks), so let a start in progress finish first.
@@ -260,7 +260,7 @@ impl Runtime {
             && state.shim.is_some_and(|s| s.is_alive())
             && Instant::now() < deadline
         {
-            sleep(POLL);
+            watch.wait(deadline.saturating_duration_since(Instant::now()));
             state = ShimState::load(&paths.state)?;
         }
         if state.phase == Phase::Exited {
@@ -287,11 +287,7 @@ impl Runtime {
         let state = ShimState::load(&paths.state)?;
         if let Some(c) = state.container.filter(ProcId::is_alive) {
             let _ = kill(Pid::from_raw(c.pid), Signal::SIGKILL);
-            let deadline = Instant::now() + STOP_SLACK;
-            while c.is_alive() && Instant::now() < deadline {
-                sleep(POLL);
-            }
-            if c.is_alive() {
+            if !wait_gone(c, STOP_SLACK) {
                 return Err(Error::Shim {
                     id: id.to_owned(),
                     reason: format!("container pid {} survived SIGKILL", c.pid),
@@ -307,6 +303,7 @@ impl Runtime {
     /// Waits until the state says exited or the shim is gone; true if exited was recorded.
     fn wait_exited(&self, paths: &ContainerPaths, shim: ProcId, timeout: Duration) -> Result<bool> {
         let deadline = Instant::now() + timeout;
+        let mut watch = RecordWatch::new(&paths.dir);
         loop {
             if ShimState::load(&paths.state)?.phase == Phase::Exited {
                 return Ok(true);
@@ -314,13 +311,15 @@ impl Runtime {
             if !shim.is_alive() || Instant::now() >= deadline {
                 return Ok(ShimState::load(&paths.state)?.phase == Phase::Exited);
             }
-            sleep(POLL);
+            watch.wait(deadline.saturating_duration_since(Instant::now()));
         }
     }
 
     /// Removes container `id`: stops it if needed (no grace), deletes leftover libcontainer
     /// state and cgroup, unmounts the rootfs and deletes its directory. The log is kept (see
-    /// [`Runtime::remove_log`]). Idempotent.
+    /// [`Runtime::remove_log`]). Idempotent. A record that cannot be parsed (e.g. cut short
+    /// by a power loss, as records are not fsynced) is removed like one whose shim is gone:
+    /// the libcontainer cleanup kills whatever is left of the container.
     pub fn remove_container(&self, id: &str) -> Result<()> {
         if !valid_id(id) {
             return Err(Error::InvalidSpec {
@@ -329,17 +328,22 @@ impl Runtime {
             });
         }
         let paths = self.paths(id);
-        if paths.state.exists() {
-            let state = ShimState::load(&paths.state)?;
+        let record = match ShimState::load(&paths.state) {
+            Ok(state) => Some(state),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e @ Error::Json { .. }) => {
+                tracing::warn!(container = %id, error = %e, "unreadable container record, removing it anyway");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(state) = record {
             if state.phase != Phase::Exited {
                 self.stop_container(id, Duration::ZERO)?;
             }
             // The shim deletes the libcontainer container and then exits; give it the time.
             if let Some(shim) = state.shim {
-                let deadline = Instant::now() + STOP_SLACK;
-                while shim.is_alive() && Instant::now() < deadline {
-                    sleep(POLL);
-                }
+                wait_gone(shim, STOP_SLACK);
             }
         }
         if paths.libcontainer_root.join(id).exists() {

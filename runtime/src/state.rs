@@ -126,8 +126,13 @@ impl ShimState {
         })
     }
 
-    /// Writes the state file atomically (unique tmp file, fsync, rename), so readers never see
-    /// a torn record even if the writer dies midway.
+    /// Writes the state file atomically (unique tmp file, rename), so readers never see a
+    /// torn record even if the writer dies midway.
+    ///
+    /// Not fsynced, on purpose: the record describes processes that do not outlive the node's
+    /// kernel, so after a power loss there is nothing left for it to describe, and the agent
+    /// treats a record it cannot read as gone. Four fsyncs per container life cost more than
+    /// the whole start on a busy disk.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|source| Error::Json {
             path: path.to_owned(),
@@ -137,7 +142,7 @@ impl ShimState {
         let mut file = fs::File::create(&tmp).map_err(Error::io("create state", &tmp))?;
         file.write_all(&bytes)
             .map_err(Error::io("write state", &tmp))?;
-        file.sync_all().map_err(Error::io("sync state", &tmp))?;
+        drop(file);
         fs::rename(&tmp, path).map_err(Error::io("rename state", path))
     }
 

@@ -384,6 +384,53 @@ fn dead_shim_reads_as_shim_died_and_removal_still_cleans_up() -> anyhow::Result<
     Ok(())
 }
 
+/// State records are not fsynced, so a power loss may leave one cut short; removal used to
+/// fail on it with a JSON error and leave the container's mount and cgroup behind.
+#[test]
+fn container_whose_record_is_cut_short_is_still_removed_with_everything_it_held(
+) -> anyhow::Result<()> {
+    let mut h = Harness::new()?;
+    let spec = h.spec("torn", &["sleep", "300"]);
+    let status = h.rt().start_container(&spec)?;
+    let pid =
+        is_running(&status.state).ok_or_else(|| anyhow::anyhow!("not running: {status:?}"))?;
+    let shim = shim_pid(&h, &spec.id)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let record = h.root.join("containers").join(&spec.id).join("state.json");
+    std::fs::write(&record, b"{\"id\": \"tor")?;
+    assert!(
+        h.rt().container_status(&spec.id).is_err(),
+        "record is unreadable"
+    );
+
+    h.rt().remove_container(&spec.id)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z")),
+        "container killed"
+    );
+    assert!(
+        h.mounts_under_root().is_empty(),
+        "mounts left: {:?}",
+        h.mounts_under_root()
+    );
+    assert!(
+        h.cgroup_dirs(&spec.id).is_empty(),
+        "cgroup left: {:?}",
+        h.cgroup_dirs(&spec.id)
+    );
+    assert!(!h.root.join("containers").join(&spec.id).exists());
+    Ok(())
+}
+
 /// A named network namespace, deleted on drop.
 struct NetNs(String);
 

@@ -10,6 +10,7 @@
 pub mod bundle;
 pub mod busybox;
 pub mod cgroups;
+pub mod docker_config;
 pub mod error;
 mod exec;
 pub mod image_store;

@@ -15,11 +15,12 @@ const PULL_BACKOFF_BASE: Duration = Duration::from_secs(10);
 /// Cap of the pull back-off.
 const PULL_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// Failed pulls of one container: when the last one failed and how many in a row.
-#[derive(Debug, Clone, Copy)]
+/// Failed pulls of one container: when the last one failed, how many in a row, and why.
+#[derive(Debug, Clone)]
 pub struct PullFailures {
     last: Instant,
     count: u32,
+    error: String,
 }
 
 impl PullFailures {
@@ -37,10 +38,43 @@ pub fn pull_policy(c: &v1::Container) -> PullPolicy {
         .unwrap_or_else(|_| PullPolicy::default_for(&c.image))
 }
 
+/// The credentials for pulling `image` from the pod's `imagePullSecrets` (Docker config
+/// Secrets): the first with an entry for the image's registry, else anonymous, as the kubelet
+/// falls back when no secret matches. A malformed secret is skipped with a warning.
+pub fn pull_auth(image: &str, secrets: &[v1::Secret]) -> RegistryAuth {
+    let Some(registry) = runtime::registry::registry_of(image) else {
+        return RegistryAuth::Anonymous;
+    };
+    for secret in secrets {
+        let name = secret
+            .metadata
+            .as_ref()
+            .map(|m| m.name.as_str())
+            .unwrap_or_default();
+        let config = match secret.r#type.as_str() {
+            "kubernetes.io/dockerconfigjson" => secret.data.get(".dockerconfigjson"),
+            "kubernetes.io/dockercfg" => secret.data.get(".dockercfg"),
+            _ => None,
+        };
+        let Some(config) = config else {
+            tracing::warn!(secret = %name, "imagePullSecret is not a Docker config secret; skipped");
+            continue;
+        };
+        match runtime::docker_config::auth_for(config, &registry) {
+            Ok(Some(auth)) => return auth,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(secret = %name, error = %e, "imagePullSecret skipped"),
+        }
+    }
+    RegistryAuth::Anonymous
+}
+
 /// Makes the container's image available, or says why it cannot start (a waiting reason).
+/// Pulls use the credentials in `pull_secrets` for the image's registry (see [`pull_auth`]).
 pub async fn ensure_image(
     ctx: &AgentContext,
     c: &v1::Container,
+    pull_secrets: &[v1::Secret],
     failures: &mut Option<PullFailures>,
 ) -> Result<(), StartFailure> {
     let (rt, image) = (ctx.runtime.clone(), c.image.clone());
@@ -64,19 +98,21 @@ pub async fn ensure_image(
                 if f.last.elapsed() < f.backoff() {
                     return Err(StartFailure {
                         reason: "ImagePullBackOff".into(),
-                        message: format!("Back-off pulling image {:?}", c.image),
+                        message: format!("Back-off pulling image {:?}: {}", c.image, f.error),
                     });
                 }
             }
-            match ctx.puller.pull(&c.image, &RegistryAuth::Anonymous).await {
+            let auth = pull_auth(&c.image, pull_secrets);
+            match ctx.puller.pull(&c.image, &auth).await {
                 Ok(_) => {
                     *failures = None;
                     Ok(())
                 }
                 Err(e) => {
-                    let count = failures.map(|f| f.count).unwrap_or(0) + 1;
-                    *failures = Some(PullFailures { last: Instant::now(), count });
-                    Err(StartFailure { reason: "ErrImagePull".into(), message: e.to_string() })
+                    let count = failures.as_ref().map(|f| f.count).unwrap_or(0) + 1;
+                    let error = e.to_string();
+                    *failures = Some(PullFailures { last: Instant::now(), count, error: error.clone() });
+                    Err(StartFailure { reason: "ErrImagePull".into(), message: error })
                 }
             }
         }
@@ -154,5 +190,44 @@ mod tests {
             .as_secs()
         };
         assert_eq!((f(1), f(2), f(3), f(10)), (10, 20, 40, 300));
+    }
+
+    #[test]
+    fn pull_secrets_give_the_matching_registrys_credentials() {
+        let secret = |name: &str, ty: &str, key: &str, json: &str| v1::Secret {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            r#type: ty.into(),
+            data: [(key.to_string(), json.as_bytes().to_vec())].into(),
+            ..Default::default()
+        };
+        let secrets = [
+            secret("opaque", "Opaque", "x", "{}"),
+            secret(
+                "other",
+                "kubernetes.io/dockerconfigjson",
+                ".dockerconfigjson",
+                r#"{"auths": {"quay.io": {"username": "q", "password": "1"}}}"#,
+            ),
+            secret(
+                "local",
+                "kubernetes.io/dockerconfigjson",
+                ".dockerconfigjson",
+                r#"{"auths": {"127.0.0.1:5000": {"username": "u", "password": "p"}}}"#,
+            ),
+        ];
+        assert_eq!(
+            pull_auth("127.0.0.1:5000/app:1", &secrets),
+            RegistryAuth::Basic {
+                username: "u".into(),
+                password: "p".into()
+            }
+        );
+        assert_eq!(
+            pull_auth("ghcr.io/x/y:1", &secrets),
+            RegistryAuth::Anonymous
+        );
     }
 }

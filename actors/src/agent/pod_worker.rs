@@ -279,8 +279,17 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
                         continue;
                     }
                 };
+                let pull_secrets: Vec<v1::Secret> = pod_volumes
+                    .as_ref()
+                    .map(|p| {
+                        spec.image_pull_secrets
+                            .iter()
+                            .filter_map(|r| p.fetched.secrets.get(&r.name).cloned().flatten())
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let failures = state.pull_failures.entry(name.clone()).or_default();
-                if let Err(f) = images::ensure_image(&a.ctx, c, failures).await {
+                if let Err(f) = images::ensure_image(&a.ctx, c, &pull_secrets, failures).await {
                     tracing::info!(namespace = %a.namespace, pod = %a.name, container = %name, reason = %f.reason, "image not available");
                     state.start_failures.insert(name, f);
                     continue;

@@ -175,7 +175,10 @@ pub fn references(spec: &v1::PodSpec) -> References {
             }
         }
     }
-    // Environment sources too, so one fetch serves volumes and `env`/`envFrom`.
+    // Image pull secrets and environment sources too, so one fetch serves volumes, pulls and
+    // `env`/`envFrom`.
+    refs.secrets
+        .extend(spec.image_pull_secrets.iter().map(|r| r.name.clone()));
     for c in spec.init_containers.iter().chain(&spec.containers) {
         for from in &c.env_from {
             if let Some(cm) = &from.config_map_ref {

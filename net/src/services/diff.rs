@@ -9,12 +9,13 @@
 //! Services exist; element and `delete chain` commands make `nft` list the table's chains,
 //! which is cheap because the table has one or two chains per Service port.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use super::plan::{Plan, PlannedPort};
 use super::rules::{
-    hairpin_element, port_chains, port_elements, port_sets, render_port, Element, Script, HAIRPIN,
+    family_table, hairpin_element, port_chains, port_elements, port_sets, render_port,
+    write_elements, Element, Script, HAIRPIN,
 };
 
 /// An incremental transaction.
@@ -36,7 +37,8 @@ pub struct Update {
 /// The `hairpin` set only grows here: an address that stops being an endpoint stays until
 /// the next full sync. That is harmless, as only a packet DNATed to that address can match.
 pub fn render_update(table: &str, old: &Plan, new: &Plan) -> Update {
-    let t = format!("ip {table}");
+    let t = family_table(table, None);
+    let st = |port: &PlannedPort| family_table(table, Some(port.shard));
     let before: HashMap<&str, &PlannedPort> =
         old.ports.iter().map(|p| (p.chain.as_str(), p)).collect();
     let after: HashSet<&str> = new.ports.iter().map(|p| p.chain.as_str()).collect();
@@ -64,10 +66,23 @@ pub fn render_update(table: &str, old: &Plan, new: &Plan) -> Update {
     let old_elements: BTreeSet<Element> = gone.iter().flat_map(|p| port_elements(p)).collect();
     let new_elements: BTreeSet<Element> =
         coming.iter().flat_map(|(p, _)| port_elements(p)).collect();
-    let old_chains: BTreeSet<&str> = gone.iter().flat_map(|p| port_chains(p)).collect();
-    let new_chains: BTreeSet<&str> = coming.iter().flat_map(|(p, _)| port_chains(p)).collect();
-    let old_sets: BTreeSet<&str> = gone.iter().flat_map(|p| port_sets(p)).collect();
-    let new_sets: BTreeSet<&str> = coming.iter().flat_map(|(p, _)| port_sets(p)).collect();
+    // Objects by (shard table, name): a port keeps its shard (it is its Service's).
+    let old_chains: BTreeSet<(String, &str)> = gone
+        .iter()
+        .flat_map(|p| port_chains(p).into_iter().map(|c| (st(p), c)))
+        .collect();
+    let new_chains: BTreeSet<(String, &str)> = coming
+        .iter()
+        .flat_map(|(p, _)| port_chains(p).into_iter().map(|c| (st(p), c)))
+        .collect();
+    let old_sets: BTreeSet<(String, &str)> = gone
+        .iter()
+        .flat_map(|p| port_sets(p).map(|s| (st(p), s)))
+        .collect();
+    let new_sets: BTreeSet<(String, &str)> = coming
+        .iter()
+        .flat_map(|(p, _)| port_sets(p).map(|s| (st(p), s)))
+        .collect();
     let hairpin: BTreeSet<Ipv4Addr> = coming
         .iter()
         .flat_map(|(port, was)| {
@@ -81,46 +96,33 @@ pub fn render_update(table: &str, old: &Plan, new: &Plan) -> Update {
     let mut out = Script::default();
     // 1. Lookup elements that go: the references to chains about to be deleted go with
     //    them, and a key that moves to another port is free for step 6.
-    let mut deletes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for e in old_elements.difference(&new_elements) {
-        deletes.entry(e.set).or_default().push(&e.key);
-    }
-    for (set, keys) in &deletes {
-        out.elements("delete", &t, set, keys.iter().copied());
-    }
+    let deletes: Vec<Element> = old_elements.difference(&new_elements).cloned().collect();
+    write_elements(&mut out, "delete", table, &deletes);
     // 2. Empty the chains that are rewritten or deleted (all of them first: an `ext-*`
     //    chain refers to its `svc-*` chain), 3. delete the unwanted ones, 4. and the
     //    affinity sets no rule refers to any more.
-    for chain in &old_chains {
-        out.line(format_args!("flush chain {t} {chain}"));
+    for (st, chain) in &old_chains {
+        out.line(format_args!("flush chain {st} {chain}"));
     }
     let mut deleted_objects = 0;
-    for chain in old_chains.difference(&new_chains) {
-        out.line(format_args!("delete chain {t} {chain}"));
+    for (st, chain) in old_chains.difference(&new_chains) {
+        out.line(format_args!("delete chain {st} {chain}"));
         deleted_objects += 1;
     }
-    for set in old_sets.difference(&new_sets) {
-        out.line(format_args!("delete set {t} {set}"));
+    for (st, set) in old_sets.difference(&new_sets) {
+        out.line(format_args!("delete set {st} {set}"));
         deleted_objects += 1;
     }
     // 5. Chains (new or just emptied) with their rules and affinity sets; kept sets keep
     //    their sticky clients.
     for (port, _) in &coming {
-        render_port(&mut out, &t, port);
+        render_port(&mut out, &st(port), port);
     }
     // 6. Lookup elements that come (adding an element that exists is a no-op).
-    let mut adds: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for e in new_elements.difference(&old_elements) {
-        adds.entry(e.set).or_default().push(e.full());
-    }
-    if !hairpin.is_empty() {
-        adds.entry(HAIRPIN)
-            .or_default()
-            .extend(hairpin.into_iter().map(hairpin_element));
-    }
-    for (set, elements) in &adds {
-        out.elements("add", &t, set, elements.iter().map(String::as_str));
-    }
+    let adds: Vec<Element> = new_elements.difference(&old_elements).cloned().collect();
+    write_elements(&mut out, "add", table, &adds);
+    let hairpin: Vec<String> = hairpin.into_iter().map(hairpin_element).collect();
+    out.elements("add", &t, HAIRPIN, hairpin.iter().map(String::as_str));
     Update {
         script: out.0,
         changed_ports,

@@ -54,7 +54,8 @@ pub fn sync_services_with(
     ServiceProxy::with_nft(nft).sync(cfg, services)
 }
 
-/// Deletes table `cfg.table` with all its rules and affinity state. Idempotent.
+/// Deletes table `cfg.table` and its shard tables with all their rules and affinity state,
+/// and no other table. Idempotent.
 pub fn teardown(cfg: &ProxyConfig) -> Result<()> {
     teardown_with(&NftCommand::default(), cfg)
 }
@@ -62,13 +63,22 @@ pub fn teardown(cfg: &ProxyConfig) -> Result<()> {
 /// [`teardown`] through the given [`Nft`].
 pub fn teardown_with(nft: &impl Nft, cfg: &ProxyConfig) -> Result<()> {
     validate_table(&cfg.table)?;
+    let mut tables: std::collections::BTreeSet<String> = owned_tables(&cfg.table).collect();
+    // Shards of an earlier version with more of them, if any.
+    tables.extend(nft.list_owned(&cfg.table)?.into_keys());
     // `add` first makes `delete` succeed when the table is already gone.
-    nft.apply(&format!(
-        "add table ip {0}\ndelete table ip {0}\n",
-        cfg.table
-    ))?;
+    let script: String = tables
+        .iter()
+        .map(|t| format!("add table ip {t}\ndelete table ip {t}\n"))
+        .collect();
+    nft.apply(&script)?;
     tracing::info!(message = "service table deleted", table = %cfg.table);
     Ok(())
+}
+
+/// The tables the proxy with main table `table` owns: it and its [`plan::SHARDS`] shards.
+pub fn owned_tables(table: &str) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(table.to_owned()).chain((0..plan::SHARDS).map(|k| rules::shard_table(table, k)))
 }
 
 /// A table name is an nftables identifier: a letter, then up to 31 letters, digits, `_`

@@ -140,7 +140,7 @@ impl<N: Nft> ServiceProxy<N> {
         let (full, changed_ports, deleted_objects, full_at) = match updated {
             Some(done) => done,
             None => {
-                let existing = self.nft.list_objects(&cfg.table)?;
+                let existing = self.nft.list_owned(&cfg.table)?;
                 let ruleset = render(cfg, &wanted, &existing);
                 self.nft.apply(&ruleset.script)?;
                 (true, wanted.ports.len(), ruleset.deleted_objects, now)
@@ -199,7 +199,7 @@ mod tests {
 
     use super::*;
     use crate::services::error::Error;
-    use crate::services::rules::TableObjects;
+    use crate::services::rules::OwnedObjects;
     use crate::services::types::{Protocol, ServicePort};
 
     /// Records scripts; fails `apply` while `fail` is set, and the next incremental
@@ -213,9 +213,9 @@ mod tests {
     }
 
     impl Nft for Fake {
-        fn list_objects(&self, _table: &str) -> Result<TableObjects> {
+        fn list_owned(&self, _table: &str) -> Result<OwnedObjects> {
             *self.lists.borrow_mut() += 1;
-            Ok(TableObjects::default())
+            Ok(OwnedObjects::default())
         }
         fn apply(&self, script: &str) -> Result<()> {
             let update = !script.contains("flush table");

@@ -27,28 +27,20 @@
 //! adds the rest, all in one transaction. Chains are written as `add chain X { rules }`,
 //! elements as one `add element` per map: both parse and commit in linear time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use super::plan::{Plan, PlannedPort};
+use super::plan::{Plan, PlannedPort, SHARDS};
 use super::types::ProxyConfig;
 
 /// The mark bit that asks `nat-postrouting` to masquerade a packet (as kube-proxy's).
 pub const MASQUERADE_MARK: u32 = 0x4000;
 
-/// Chains every sync keeps, with their hook declaration (empty for regular chains).
-const FIXED_CHAINS: [(&str, &str); 11] = [
-    (
-        "nat-prerouting",
-        "type nat hook prerouting priority -100; policy accept;",
-    ),
-    (
-        "nat-output",
-        "type nat hook output priority -100; policy accept;",
-    ),
+/// Chains of the main table, with their hook declaration (empty for regular chains).
+const MAIN_CHAINS: [(&str, &str); 6] = [
     (
         "nat-postrouting",
         "type nat hook postrouting priority 100; policy accept;",
@@ -65,11 +57,24 @@ const FIXED_CHAINS: [(&str, &str); 11] = [
         "filter-output",
         "type filter hook output priority -1; policy accept;",
     ),
+    ("endpoints-check", ""),
+    ("masquerading", ""),
+];
+
+/// Chains every shard table keeps. All shards hook in at the same priority; the kernel
+/// stops running NAT chains of a hook once one of them has set up the connection's NAT.
+const SHARD_CHAINS: [(&str, &str); 5] = [
+    (
+        "nat-prerouting",
+        "type nat hook prerouting priority -100; policy accept;",
+    ),
+    (
+        "nat-output",
+        "type nat hook output priority -100; policy accept;",
+    ),
     ("services", ""),
     ("nodeports", ""),
-    ("endpoints-check", ""),
     ("mark-for-masquerade", ""),
-    ("masquerading", ""),
 ];
 
 /// The verdict map from cluster IP, protocol and port to a `svc-*` chain.
@@ -85,18 +90,8 @@ pub const HAIRPIN: &str = "hairpin";
 /// The node addresses NodePorts answer on (when configured).
 pub const NODE_IPS: &str = "node-ips";
 
-/// Sets and maps every sync keeps (and a full sync flushes), with their declaration.
-const FIXED_SETS: [(&str, &str, &str); 6] = [
-    (
-        "map",
-        SERVICE_IPS,
-        "type ipv4_addr . inet_proto . inet_service : verdict;",
-    ),
-    (
-        "map",
-        SERVICE_NODEPORTS,
-        "type inet_proto . inet_service : verdict;",
-    ),
+/// Sets of the main table (which a full sync flushes), with their declaration.
+const MAIN_SETS: [(&str, &str, &str); 4] = [
     (
         "set",
         NO_ENDPOINT_SERVICES,
@@ -110,6 +105,37 @@ const FIXED_SETS: [(&str, &str, &str); 6] = [
     ("set", HAIRPIN, "type ipv4_addr . ipv4_addr;"),
     ("set", NODE_IPS, "type ipv4_addr;"),
 ];
+
+/// Sets and maps of every shard table (which a full sync flushes), with their declaration.
+const SHARD_SETS: [(&str, &str, &str); 3] = [
+    (
+        "map",
+        SERVICE_IPS,
+        "type ipv4_addr . inet_proto . inet_service : verdict;",
+    ),
+    (
+        "map",
+        SERVICE_NODEPORTS,
+        "type inet_proto . inet_service : verdict;",
+    ),
+    ("set", NODE_IPS, "type ipv4_addr;"),
+];
+
+/// The nftables table of shard `shard` of the proxy whose main table is `table`.
+pub fn shard_table(table: &str, shard: usize) -> String {
+    format!("{table}-s{shard}")
+}
+
+/// The `ip <table>` an object lives in: the main table or shard `shard` of it.
+pub(crate) fn family_table(table: &str, shard: Option<usize>) -> String {
+    match shard {
+        Some(k) => format!("ip {}", shard_table(table, k)),
+        None => format!("ip {table}"),
+    }
+}
+
+/// What each table the proxy owns holds now, by table name (absent tables are missing).
+pub type OwnedObjects = BTreeMap<String, TableObjects>;
 
 /// The names of the chains, sets and maps the table holds now (see
 /// [`super::nft::Nft::list_objects`]); empty if the table does not exist.
@@ -171,6 +197,8 @@ impl Script {
 /// One element of a lookup set or map: the key, and the verdict for maps.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Element {
+    /// The shard table it lives in; `None` for the main table.
+    pub(crate) shard: Option<usize>,
     /// The set or map it belongs to.
     pub(crate) set: &'static str,
     /// The key in nft syntax (`10.96.0.1 . tcp . 80`).
@@ -194,12 +222,14 @@ pub(crate) fn port_elements(port: &PlannedPort) -> Vec<Element> {
     let mut out = Vec::with_capacity(2);
     if port.endpoints.is_empty() {
         out.push(Element {
+            shard: None,
             set: NO_ENDPOINT_SERVICES,
             key: frontend,
             data: String::new(),
         });
         if let Some(key) = node_frontend {
             out.push(Element {
+                shard: None,
                 set: NO_ENDPOINT_NODEPORTS,
                 key,
                 data: String::new(),
@@ -207,12 +237,14 @@ pub(crate) fn port_elements(port: &PlannedPort) -> Vec<Element> {
         }
     } else {
         out.push(Element {
+            shard: Some(port.shard),
             set: SERVICE_IPS,
             key: frontend,
             data: format!(" : goto {}", port.chain),
         });
         if let Some(key) = node_frontend {
             out.push(Element {
+                shard: Some(port.shard),
                 set: SERVICE_NODEPORTS,
                 key,
                 data: format!(" : goto {}", port.external_chain),
@@ -316,44 +348,49 @@ pub(crate) fn render_port(out: &mut Script, t: &str, port: &PlannedPort) {
     }
 }
 
-/// Renders the transaction that makes table `cfg.table` implement `plan`, given what the
-/// table holds now. Pure. The table name must already be validated.
-pub fn render(cfg: &ProxyConfig, plan: &Plan, existing: &TableObjects) -> Ruleset {
-    let t = format!("ip {}", cfg.table);
-    let mut out = Script::default();
-
-    // 1. Declare the fixed objects (idempotent), then empty them of rules and elements.
-    //    Affinity sets keep their elements: those are the clients' stickiness.
+/// Declares the fixed chains and sets of table `t` (idempotent), empties it of rules and
+/// the fixed sets of elements (affinity sets keep theirs: those are the clients'
+/// stickiness), and deletes what earlier syncs made there and this one does not want.
+/// Returns how many objects it deletes.
+fn reset_table(
+    out: &mut Script,
+    t: &str,
+    chains: &[(&str, &str)],
+    sets: &[(&str, &str, &str)],
+    ports: &[&PlannedPort],
+    existing: Option<&TableObjects>,
+) -> usize {
     out.line(format_args!("add table {t}"));
-    for (chain, hook) in FIXED_CHAINS {
+    for (chain, hook) in chains {
         if hook.is_empty() {
             out.line(format_args!("add chain {t} {chain}"));
         } else {
             out.line(format_args!("add chain {t} {chain} {{ {hook} }}"));
         }
     }
-    for (kind, name, decl) in FIXED_SETS {
+    for (kind, name, decl) in sets {
         out.line(format_args!("add {kind} {t} {name} {{ {decl} }}"));
     }
     out.line(format_args!("flush table {t}"));
-    for (kind, name, _) in FIXED_SETS {
+    for (kind, name, _) in sets {
         out.line(format_args!("flush {kind} {t} {name}"));
     }
-
-    // 2. Delete what earlier syncs made and this one does not want. Rules and map elements
-    //    that referenced them are gone already (same transaction).
-    let mut wanted_chains: BTreeSet<&str> = FIXED_CHAINS.iter().map(|(c, _)| *c).collect();
-    let mut wanted_sets: BTreeSet<&str> = FIXED_SETS
+    let Some(existing) = existing else {
+        return 0;
+    };
+    // Rules and map elements that referenced them are gone already (same transaction).
+    let mut wanted_chains: BTreeSet<&str> = chains.iter().map(|(c, _)| *c).collect();
+    let mut wanted_sets: BTreeSet<&str> = sets
         .iter()
         .filter(|(kind, _, _)| *kind == "set")
         .map(|(_, n, _)| *n)
         .collect();
-    let wanted_maps: BTreeSet<&str> = FIXED_SETS
+    let wanted_maps: BTreeSet<&str> = sets
         .iter()
         .filter(|(kind, _, _)| *kind == "map")
         .map(|(_, n, _)| *n)
         .collect();
-    for port in &plan.ports {
+    for port in ports {
         wanted_chains.extend(port_chains(port));
         wanted_sets.extend(port_sets(port));
     }
@@ -368,73 +405,126 @@ pub fn render(cfg: &ProxyConfig, plan: &Plan, existing: &TableObjects) -> Rulese
             deleted_objects += 1;
         }
     }
+    deleted_objects
+}
 
-    // 3. The fixed rules.
+/// Renders the transaction that makes the main table `cfg.table` and its [`SHARDS`] shard
+/// tables implement `plan`, given what they hold now. Pure. The table name must already be
+/// validated.
+pub fn render(cfg: &ProxyConfig, plan: &Plan, existing: &OwnedObjects) -> Ruleset {
+    let t = family_table(&cfg.table, None);
+    let mut out = Script::default();
+    let mut by_shard: Vec<Vec<&PlannedPort>> = vec![Vec::new(); SHARDS];
+    for port in &plan.ports {
+        by_shard[port.shard % SHARDS].push(port);
+    }
+
+    // 1. Declare and empty every table, delete what is no longer wanted.
+    let mut deleted_objects = reset_table(
+        &mut out,
+        &t,
+        &MAIN_CHAINS,
+        &MAIN_SETS,
+        &[],
+        existing.get(&cfg.table),
+    );
+    for (k, ports) in by_shard.iter().enumerate() {
+        deleted_objects += reset_table(
+            &mut out,
+            &family_table(&cfg.table, Some(k)),
+            &SHARD_CHAINS,
+            &SHARD_SETS,
+            ports,
+            existing.get(&shard_table(&cfg.table, k)),
+        );
+    }
+
+    // Shard tables of an earlier version with more shards.
+    for stale in existing.keys().filter(|name| {
+        **name != cfg.table && !(0..SHARDS).any(|k| shard_table(&cfg.table, k) == **name)
+    }) {
+        out.line(format_args!("delete table ip {stale}"));
+        deleted_objects += 1;
+    }
+
+    // 2. The fixed rules.
     let node_addr = if cfg.node_ips.is_empty() {
         "fib daddr type local ip daddr != 127.0.0.0/8".to_owned()
     } else {
         format!("ip daddr @{NODE_IPS}")
     };
     let cidr: Ipv4Net = cfg.pod_cidr.trunc();
-    let mut rule = |chain: &str, text: std::fmt::Arguments<'_>| {
+    let rule = |out: &mut Script, t: &str, chain: &str, text: std::fmt::Arguments<'_>| {
         out.line(format_args!("add rule {t} {chain} {text}"));
     };
-    rule("nat-prerouting", format_args!("jump services"));
-    rule("nat-output", format_args!("jump services"));
-    rule("nat-postrouting", format_args!("jump masquerading"));
+    rule(&mut out, &t, "nat-postrouting", format_args!("jump masquerading"));
     for hook in ["filter-input", "filter-forward", "filter-output"] {
-        rule(hook, format_args!("ct state new jump endpoints-check"));
+        rule(&mut out, &t, hook, format_args!("ct state new jump endpoints-check"));
     }
     rule(
-        "services",
-        format_args!("ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
-    );
-    rule("services", format_args!("{node_addr} jump nodeports"));
-    rule(
-        "nodeports",
-        format_args!("meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
-    );
-    rule(
+        &mut out,
+        &t,
         "endpoints-check",
         format_args!("ip daddr . meta l4proto . th dport @{NO_ENDPOINT_SERVICES} reject"),
     );
     rule(
+        &mut out,
+        &t,
         "endpoints-check",
         format_args!("{node_addr} meta l4proto . th dport @{NO_ENDPOINT_NODEPORTS} reject"),
     );
     rule(
-        "mark-for-masquerade",
-        format_args!("meta mark set meta mark | {MASQUERADE_MARK:#x}"),
-    );
-    rule(
+        &mut out,
+        &t,
         "masquerading",
         format_args!("meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} meta mark set meta mark ^ {MASQUERADE_MARK:#x} masquerade"),
     );
     rule(
+        &mut out,
+        &t,
         "masquerading",
         format_args!("ct status dnat ip saddr . ip daddr @{HAIRPIN} masquerade"),
     );
     rule(
+        &mut out,
+        &t,
         "masquerading",
         format_args!("ip saddr {cidr} ip daddr != {cidr} masquerade"),
     );
-
-    // 4. Per Service port: affinity sets and chains.
-    for port in &plan.ports {
-        render_port(&mut out, &t, port);
+    for k in 0..SHARDS {
+        let st = family_table(&cfg.table, Some(k));
+        rule(&mut out, &st, "nat-prerouting", format_args!("jump services"));
+        rule(&mut out, &st, "nat-output", format_args!("jump services"));
+        rule(
+            &mut out,
+            &st,
+            "services",
+            format_args!("ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
+        );
+        rule(&mut out, &st, "services", format_args!("{node_addr} jump nodeports"));
+        rule(
+            &mut out,
+            &st,
+            "nodeports",
+            format_args!("meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
+        );
+        rule(
+            &mut out,
+            &st,
+            "mark-for-masquerade",
+            format_args!("meta mark set meta mark | {MASQUERADE_MARK:#x}"),
+        );
     }
 
-    // 5. Elements of the lookup maps and sets, one statement each.
+    // 3. Per Service port: affinity sets and chains, in its shard.
+    for port in &plan.ports {
+        render_port(&mut out, &family_table(&cfg.table, Some(port.shard)), port);
+    }
+
+    // 4. Elements of the lookup maps and sets, one statement per set.
     let mut elements: Vec<Element> = plan.ports.iter().flat_map(port_elements).collect();
     elements.sort();
-    for (_, set, _) in FIXED_SETS {
-        let of_set: Vec<String> = elements
-            .iter()
-            .filter(|e| e.set == set)
-            .map(Element::full)
-            .collect();
-        out.elements("add", &t, set, of_set.iter().map(String::as_str));
-    }
+    write_elements(&mut out, "add", &cfg.table, &elements);
     let hairpin: Vec<String> = hairpin_addresses(plan)
         .into_iter()
         .map(hairpin_element)
@@ -448,10 +538,37 @@ pub fn render(cfg: &ProxyConfig, plan: &Plan, existing: &TableObjects) -> Rulese
         .map(|ip| ip.to_string())
         .collect();
     out.elements("add", &t, NODE_IPS, node_ips.iter().map(String::as_str));
+    for k in 0..SHARDS {
+        let st = family_table(&cfg.table, Some(k));
+        out.elements("add", &st, NODE_IPS, node_ips.iter().map(String::as_str));
+    }
 
     Ruleset {
         script: out.0,
         deleted_objects,
+    }
+}
+
+/// `<verb> element` statements for sorted `elements`, one per (table, set); `add` writes
+/// keys with their verdicts, `delete` keys only.
+pub(crate) fn write_elements(out: &mut Script, verb: &str, table: &str, elements: &[Element]) {
+    for group in elements.chunk_by(|a, b| (a.shard, a.set) == (b.shard, b.set)) {
+        let texts: Vec<String> = group
+            .iter()
+            .map(|e| {
+                if verb == "add" {
+                    e.full()
+                } else {
+                    e.key.clone()
+                }
+            })
+            .collect();
+        out.elements(
+            verb,
+            &family_table(table, group[0].shard),
+            group[0].set,
+            texts.iter().map(String::as_str),
+        );
     }
 }
 

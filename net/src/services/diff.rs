@@ -162,15 +162,16 @@ mod tests {
             .find(|p| p.label == "default/web:http")
             .unwrap();
         let (chain, ext) = (&web.chain, &web.external_chain);
+        let t = format!("ip capstan-s{}", web.shard);
         assert_eq!(update.changed_ports, 1);
         assert_eq!(update.deleted_objects, 0);
         assert_eq!(
             lines(&update),
             vec![
-                format!("flush chain ip capstan {ext}"),
-                format!("flush chain ip capstan {chain}"),
-                format!("add chain ip capstan {chain} {{ meta l4proto tcp dnat to 10.244.0.3:8080 comment \"default/web:http\"; }}"),
-                format!("add chain ip capstan {ext} {{ jump mark-for-masquerade; goto {chain}; }}"),
+                format!("flush chain {t} {ext}"),
+                format!("flush chain {t} {chain}"),
+                format!("add chain {t} {chain} {{ meta l4proto tcp dnat to 10.244.0.3:8080 comment \"default/web:http\"; }}"),
+                format!("add chain {t} {ext} {{ jump mark-for-masquerade; goto {chain}; }}"),
             ]
         );
     }
@@ -189,6 +190,7 @@ mod tests {
             .find(|p| p.label == "default/sticky:http")
             .unwrap();
         let all = lines(&update);
+        let t = format!("ip capstan-s{}", sticky.shard);
         assert_eq!(update.changed_ports, 1);
         assert!(all.iter().all(|l| l.starts_with("add ")), "{all:#?}");
         let aff: Vec<_> = sticky
@@ -197,21 +199,26 @@ mod tests {
             .map(|e| e.affinity_set.clone().unwrap())
             .collect();
         for set in &aff {
-            assert!(all.contains(&format!("add set ip capstan {set} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}").as_str()));
+            assert!(all.contains(
+                &format!(
+                    "add set {t} {set} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}"
+                )
+                .as_str()
+            ));
         }
         assert!(all
             .iter()
-            .any(|l| l.starts_with(&format!("add chain ip capstan {} {{", sticky.chain))));
+            .any(|l| l.starts_with(&format!("add chain {t} {} {{", sticky.chain))));
         assert!(all.contains(
             &format!(
-                "add element ip capstan service-ips {{ 10.96.0.12 . tcp . 80 : goto {} }}",
+                "add element {t} service-ips {{ 10.96.0.12 . tcp . 80 : goto {} }}",
                 sticky.chain
             )
             .as_str()
         ));
         assert!(all.contains(
             &format!(
-                "add element ip capstan service-nodeports {{ tcp . 30012 : goto {} }}",
+                "add element {t} service-nodeports {{ tcp . 30012 : goto {} }}",
                 sticky.external_chain
             )
             .as_str()
@@ -235,26 +242,27 @@ mod tests {
             .find(|p| p.label == "default/sticky:http")
             .unwrap();
         let (chain, ext) = (&sticky.chain, &sticky.external_chain);
+        let t = format!("ip capstan-s{}", sticky.shard);
         let aff = sticky.endpoints[0].affinity_set.clone().unwrap();
         let update = render_update("capstan", &old, &new);
         assert_eq!(update.deleted_objects, 3);
         let mut flushes = [
-            format!("flush chain ip capstan {chain}"),
-            format!("flush chain ip capstan {ext}"),
+            format!("flush chain {t} {chain}"),
+            format!("flush chain {t} {ext}"),
         ];
         flushes.sort();
         let mut deletes = [
-            format!("delete chain ip capstan {chain}"),
-            format!("delete chain ip capstan {ext}"),
+            format!("delete chain {t} {chain}"),
+            format!("delete chain {t} {ext}"),
         ];
         deletes.sort();
         let mut expected = vec![
-            "delete element ip capstan service-ips { 10.96.0.12 . tcp . 80 }".to_owned(),
-            "delete element ip capstan service-nodeports { tcp . 30012 }".to_owned(),
+            format!("delete element {t} service-ips {{ 10.96.0.12 . tcp . 80 }}"),
+            format!("delete element {t} service-nodeports {{ tcp . 30012 }}"),
         ];
         expected.extend(flushes);
         expected.extend(deletes);
-        expected.push(format!("delete set ip capstan {aff}"));
+        expected.push(format!("delete set {t} {aff}"));
         assert_eq!(lines(&update), expected);
     }
 
@@ -269,7 +277,10 @@ mod tests {
         let first_add = all.iter().position(|l| l.starts_with("add")).unwrap();
         let last_delete = all.iter().rposition(|l| l.starts_with("delete")).unwrap();
         assert!(last_delete < first_add, "{all:#?}");
-        assert!(all.contains(&"delete element ip capstan service-ips { 10.96.0.10 . tcp . 80 }"));
+        let t = format!("ip capstan-s{}", old.ports[0].shard);
+        assert!(all.contains(
+            &format!("delete element {t} service-ips {{ 10.96.0.10 . tcp . 80 }}").as_str()
+        ));
         assert!(
             all.contains(&"add element ip capstan no-endpoint-services { 10.96.0.10 . tcp . 80 }")
         );
@@ -289,16 +300,21 @@ mod tests {
         let new = plan(&[late]);
         let update = render_update("capstan", &old, &new);
         let all = lines(&update);
+        let (t_early, t_late) = (old.ports[0].shard, new.ports[0].shard);
         let del = all
             .iter()
             .position(|l| {
-                l.starts_with("delete element ip capstan service-ips { 10.96.0.10 . tcp . 80 }")
+                l.starts_with(&format!(
+                    "delete element ip capstan-s{t_early} service-ips {{ 10.96.0.10 . tcp . 80 }}"
+                ))
             })
             .unwrap();
         let add = all
             .iter()
             .position(|l| {
-                l.starts_with("add element ip capstan service-ips { 10.96.0.10 . tcp . 80 : goto")
+                l.starts_with(&format!(
+                    "add element ip capstan-s{t_late} service-ips {{ 10.96.0.10 . tcp . 80 : goto"
+                ))
             })
             .unwrap();
         assert!(del < add, "{all:#?}");

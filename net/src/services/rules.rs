@@ -457,9 +457,19 @@ pub fn render(cfg: &ProxyConfig, plan: &Plan, existing: &OwnedObjects) -> Rulese
     let rule = |out: &mut Script, t: &str, chain: &str, text: std::fmt::Arguments<'_>| {
         out.line(format_args!("add rule {t} {chain} {text}"));
     };
-    rule(&mut out, &t, "nat-postrouting", format_args!("jump masquerading"));
+    rule(
+        &mut out,
+        &t,
+        "nat-postrouting",
+        format_args!("jump masquerading"),
+    );
     for hook in ["filter-input", "filter-forward", "filter-output"] {
-        rule(&mut out, &t, hook, format_args!("ct state new jump endpoints-check"));
+        rule(
+            &mut out,
+            &t,
+            hook,
+            format_args!("ct state new jump endpoints-check"),
+        );
     }
     rule(
         &mut out,
@@ -493,7 +503,12 @@ pub fn render(cfg: &ProxyConfig, plan: &Plan, existing: &OwnedObjects) -> Rulese
     );
     for k in 0..SHARDS {
         let st = family_table(&cfg.table, Some(k));
-        rule(&mut out, &st, "nat-prerouting", format_args!("jump services"));
+        rule(
+            &mut out,
+            &st,
+            "nat-prerouting",
+            format_args!("jump services"),
+        );
         rule(&mut out, &st, "nat-output", format_args!("jump services"));
         rule(
             &mut out,
@@ -501,7 +516,12 @@ pub fn render(cfg: &ProxyConfig, plan: &Plan, existing: &OwnedObjects) -> Rulese
             "services",
             format_args!("ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
         );
-        rule(&mut out, &st, "services", format_args!("{node_addr} jump nodeports"));
+        rule(
+            &mut out,
+            &st,
+            "services",
+            format_args!("{node_addr} jump nodeports"),
+        );
         rule(
             &mut out,
             &st,
@@ -641,7 +661,7 @@ pub(crate) mod tests {
         let all = lines(script);
         let start = all
             .iter()
-            .position(|l| l.contains("masquerading ip saddr"))
+            .rposition(|l| l.contains("mark-for-masquerade meta mark set"))
             .unwrap();
         all[start + 1..].to_vec()
     }
@@ -654,9 +674,9 @@ pub(crate) mod tests {
             plan.ports[0].endpoints[0].affinity_set.as_deref().unwrap(),
             plan.ports[0].endpoints[1].affinity_set.as_deref().unwrap(),
         );
-        let ruleset = render(&cfg(vec![]), &plan, &TableObjects::default());
+        let ruleset = render(&cfg(vec![]), &plan, &OwnedObjects::default());
         assert_eq!(ruleset.deleted_objects, 0);
-        let t = "ip capstan";
+        let t = format!("ip capstan-s{}", plan.ports[0].shard);
         let expected = [
             format!("add set {t} {aff2} {{ type ipv4_addr; flags dynamic,timeout; timeout 30s; }}"),
             format!("add set {t} {aff3} {{ type ipv4_addr; flags dynamic,timeout; timeout 30s; }}"),
@@ -670,18 +690,20 @@ pub(crate) mod tests {
             format!("add chain {t} {ext} {{ jump mark-for-masquerade; goto {chain}; }}"),
             format!("add element {t} service-ips {{ 10.96.0.10 . tcp . 80 : goto {chain} }}"),
             format!("add element {t} service-nodeports {{ tcp . 30010 : goto {ext} }}"),
-            format!("add element {t} hairpin {{ 10.244.0.2 . 10.244.0.2, 10.244.0.3 . 10.244.0.3 }}"),
+            "add element ip capstan hairpin { 10.244.0.2 . 10.244.0.2, 10.244.0.3 . 10.244.0.3 }".to_owned(),
         ];
         assert_eq!(service_lines(&ruleset.script), expected);
 
         let all = lines(&ruleset.script);
         for fixed in [
-            "add chain ip capstan nat-prerouting { type nat hook prerouting priority -100; policy accept; }",
-            "add chain ip capstan nat-output { type nat hook output priority -100; policy accept; }",
+            "add chain ip capstan-s0 nat-prerouting { type nat hook prerouting priority -100; policy accept; }",
+            "add chain ip capstan-s15 nat-output { type nat hook output priority -100; policy accept; }",
+            "add chain ip capstan nat-postrouting { type nat hook postrouting priority 100; policy accept; }",
             "flush table ip capstan",
-            "flush map ip capstan service-ips",
-            "add rule ip capstan services ip daddr . meta l4proto . th dport vmap @service-ips",
-            "add rule ip capstan services fib daddr type local ip daddr != 127.0.0.0/8 jump nodeports",
+            "flush table ip capstan-s7",
+            "flush map ip capstan-s3 service-ips",
+            "add rule ip capstan-s5 services ip daddr . meta l4proto . th dport vmap @service-ips",
+            "add rule ip capstan-s9 services fib daddr type local ip daddr != 127.0.0.0/8 jump nodeports",
             "add rule ip capstan masquerading ct status dnat ip saddr . ip daddr @hairpin masquerade",
             "add rule ip capstan masquerading ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade",
         ] {
@@ -693,7 +715,13 @@ pub(crate) mod tests {
             .unwrap();
         let first_rule = all.iter().position(|l| l.starts_with("add rule")).unwrap();
         assert!(flush < first_rule, "rules are added after the flush");
-        assert!(!all.iter().any(|l| l.contains("flush set ip capstan aff-")));
+        assert!(!all
+            .iter()
+            .any(|l| l.starts_with("flush set") && l.contains(" aff-")));
+        assert!(
+            !all.iter().any(|l| l.contains("ip capstan nat-prerouting")),
+            "the main table has no DNAT hooks: each shard has its own"
+        );
         assert!(
             !ruleset.script.contains("vmap {"),
             "no anonymous sets: they make big transactions quadratic"
@@ -703,16 +731,17 @@ pub(crate) mod tests {
     #[test]
     fn endpoints_are_picked_by_a_numgen_cascade_that_is_even() {
         let plan = plan(&[svc("web", 10, None, &[2, 3, 4])]);
-        let script = render(&cfg(vec![]), &plan, &TableObjects::default()).script;
+        let script = render(&cfg(vec![]), &plan, &OwnedObjects::default()).script;
+        let t = format!("ip capstan-s{}", plan.ports[0].shard);
         let chain = lines(&script)
             .into_iter()
-            .find(|l| l.starts_with(&format!("add chain ip capstan {}", plan.ports[0].chain)))
+            .find(|l| l.starts_with(&format!("add chain {t} {}", plan.ports[0].chain)))
             .unwrap()
             .to_owned();
         assert_eq!(
             chain,
             format!(
-                "add chain ip capstan {} {{ \
+                "add chain {t} {} {{ \
                  numgen random mod 3 0 meta l4proto tcp dnat to 10.244.0.2:8080; \
                  numgen random mod 2 0 meta l4proto tcp dnat to 10.244.0.3:8080; \
                  meta l4proto tcp dnat to 10.244.0.4:8080 comment \"default/web:http\"; }}",
@@ -738,57 +767,84 @@ pub(crate) mod tests {
         let ruleset = render(
             &cfg(vec![Ipv4Addr::new(192, 168, 1, 5)]),
             &plan,
-            &TableObjects::default(),
+            &OwnedObjects::default(),
         );
-        assert_eq!(
-            service_lines(&ruleset.script),
-            vec![
-                "add element ip capstan no-endpoint-services { 10.96.0.11 . tcp . 80 }",
-                "add element ip capstan no-endpoint-nodeports { tcp . 30080 }",
-                "add element ip capstan node-ips { 192.168.1.5 }",
-            ]
+        let mut expected = vec![
+            "add element ip capstan no-endpoint-nodeports { tcp . 30080 }".to_owned(),
+            "add element ip capstan no-endpoint-services { 10.96.0.11 . tcp . 80 }".to_owned(),
+            "add element ip capstan node-ips { 192.168.1.5 }".to_owned(),
+        ];
+        expected.extend(
+            (0..SHARDS).map(|k| format!("add element ip capstan-s{k} node-ips {{ 192.168.1.5 }}")),
         );
+        assert_eq!(service_lines(&ruleset.script), expected);
         assert!(lines(&ruleset.script).contains(
             &"add rule ip capstan endpoints-check ip daddr @node-ips meta l4proto . th dport @no-endpoint-nodeports reject"
         ));
     }
 
     #[test]
-    fn stale_objects_are_deleted_and_kept_affinity_sets_are_not_flushed() {
+    fn stale_objects_and_tables_are_deleted_and_kept_affinity_sets_are_not_flushed() {
         let plan = plan(&[svc("web", 10, Some(30), &[2])]);
         let kept_set = plan.ports[0].endpoints[0].affinity_set.clone().unwrap();
         let kept_chain = plan.ports[0].chain.clone();
-        let existing = TableObjects {
-            chains: ["services", "svc-old", "ep-old", kept_chain.as_str()]
-                .map(String::from)
-                .into(),
-            sets: ["node-ips", "aff-old", kept_set.as_str()]
-                .map(String::from)
-                .into(),
-            maps: ["service-ips", "legacy-map"].map(String::from).into(),
-        };
+        let shard = shard_table("capstan", plan.ports[0].shard);
+        let names = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        let existing = OwnedObjects::from([
+            // The main table as an unsharded version left it.
+            (
+                "capstan".to_owned(),
+                TableObjects {
+                    chains: names(&["nat-prerouting", "services", "masquerading", "svc-x"]),
+                    sets: names(&["hairpin", "aff-x"]),
+                    maps: names(&["service-ips"]),
+                },
+            ),
+            (
+                shard.clone(),
+                TableObjects {
+                    chains: names(&["services", "svc-old", "ep-old", kept_chain.as_str()]),
+                    sets: names(&["node-ips", "aff-old", kept_set.as_str()]),
+                    maps: names(&["service-ips", "legacy-map"]),
+                },
+            ),
+            ("capstan-s99".to_owned(), TableObjects::default()),
+        ]);
         let ruleset = render(&cfg(vec![]), &plan, &existing);
-        assert_eq!(ruleset.deleted_objects, 4);
+        assert_eq!(ruleset.deleted_objects, 5 + 4 + 1);
         let all = lines(&ruleset.script);
-        let deletes: Vec<_> = all.iter().filter(|l| l.starts_with("delete")).collect();
+        let deletes: Vec<String> = all
+            .iter()
+            .filter(|l| l.starts_with("delete"))
+            .map(|l| l.to_string())
+            .collect();
         assert_eq!(
             deletes,
             vec![
-                &"delete map ip capstan legacy-map",
-                &"delete set ip capstan aff-old",
-                &"delete chain ip capstan ep-old",
-                &"delete chain ip capstan svc-old",
+                "delete map ip capstan service-ips".to_owned(),
+                "delete set ip capstan aff-x".to_owned(),
+                "delete chain ip capstan nat-prerouting".to_owned(),
+                "delete chain ip capstan services".to_owned(),
+                "delete chain ip capstan svc-x".to_owned(),
+                format!("delete map ip {shard} legacy-map"),
+                format!("delete set ip {shard} aff-old"),
+                format!("delete chain ip {shard} ep-old"),
+                format!("delete chain ip {shard} svc-old"),
+                "delete table ip capstan-s99".to_owned(),
             ]
         );
-        let flush = all
+        for (i, line) in all
             .iter()
-            .position(|l| l.starts_with("flush table"))
-            .unwrap();
-        let first_delete = all.iter().position(|l| l.starts_with("delete")).unwrap();
-        assert!(
-            flush < first_delete,
-            "references are flushed before deletes"
-        );
+            .enumerate()
+            .filter(|(_, l)| l.starts_with("delete"))
+        {
+            let t = line.split(' ').nth(3).unwrap();
+            let flush = all
+                .iter()
+                .position(|l| *l == format!("flush table ip {t}"))
+                .unwrap_or(0);
+            assert!(flush < i, "references are flushed before deletes: {line}");
+        }
         assert!(!all
             .iter()
             .any(|l| l.starts_with("flush set") && l.contains(&kept_set)));

@@ -14,6 +14,7 @@
 //! bridged back out of its ingress port, so pod ports need bridge hairpin mode as well (which
 //! [`crate::attach_pod`] turns on).
 
+mod cache;
 pub mod diff;
 pub mod error;
 pub mod nft;

@@ -77,13 +77,24 @@ pub struct Skipped {
 /// 30000–32767, or a (cluster IP, protocol, port) or NodePort already used by a Service that
 /// sorts earlier is left out and reported in [`Plan::skipped`].
 pub fn plan(services: &[(ServiceSpec, Vec<Endpoint>)]) -> Plan {
-    let mut sorted: Vec<&(ServiceSpec, Vec<Endpoint>)> = services.iter().collect();
-    sorted.sort_by(|(a, _), (b, _)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    plan_with_owners(services).0
+}
+
+/// [`plan`], and for every planned port and every skipped entry the index in `services` of
+/// the Service it belongs to.
+pub(crate) fn plan_with_owners(
+    services: &[(ServiceSpec, Vec<Endpoint>)],
+) -> (Plan, Vec<usize>, Vec<usize>) {
+    let mut sorted: Vec<(usize, &(ServiceSpec, Vec<Endpoint>))> =
+        services.iter().enumerate().collect();
+    sorted
+        .sort_by(|(_, (a, _)), (_, (b, _))| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
 
     let mut out = Plan::default();
+    let (mut port_owners, mut skipped_owners) = (Vec::new(), Vec::new());
     let mut frontends = BTreeSet::new();
     let mut node_ports = BTreeSet::new();
-    for (service, endpoints) in sorted {
+    for (owner, (service, endpoints)) in sorted {
         let Some(cluster_ip) = service.cluster_ip else {
             continue;
         };
@@ -153,9 +164,11 @@ pub fn plan(services: &[(ServiceSpec, Vec<Endpoint>)]) -> Plan {
                 shard,
                 endpoints,
             });
+            port_owners.push(owner);
         }
+        skipped_owners.resize(out.skipped.len(), owner);
     }
-    out
+    (out, port_owners, skipped_owners)
 }
 
 /// The shard of Service `namespace/name`: stable across syncs, restarts and versions.

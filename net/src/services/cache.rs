@@ -33,7 +33,20 @@ pub(crate) struct PlanCache {
     totals: SyncStats,
     /// The input held a Service twice: entries and counts disagree, so never shortcut.
     duplicates: bool,
+    /// The Services in the order of the last input: callers pass a stable order, so a walk
+    /// along it finds the changes without hashing every Service.
+    order: Vec<(String, String)>,
 }
+
+/// How long a run of deleted Services the ordered walk skips before it gives up.
+const LOOKAHEAD: usize = 16;
+
+/// The Services that changed and the keys of those that went.
+type Changes<'a> = (
+    Vec<&'a (ServiceSpec, Vec<Endpoint>)>,
+    usize,
+    Vec<(String, String)>,
+);
 
 /// The Services an incremental sync changes: their ports before and after.
 #[derive(Debug, Default)]
@@ -148,6 +161,9 @@ impl PlanCache {
             } else {
                 names.insert(input.0.name.clone(), entry);
                 cache.len += 1;
+                cache
+                    .order
+                    .push((input.0.namespace.clone(), input.0.name.clone()));
             }
         }
         cache
@@ -165,32 +181,12 @@ impl PlanCache {
         if self.duplicates {
             return None;
         }
-        let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(services.len());
-        let mut changed: Vec<&(ServiceSpec, Vec<Endpoint>)> = Vec::new();
-        let mut added = 0;
-        for input in services {
-            if !seen.insert((input.0.namespace.as_str(), input.0.name.as_str())) {
-                return None;
-            }
-            match self.get(&input.0) {
-                Some(e) if e.input == *input => {}
-                Some(_) => changed.push(input),
-                None => {
-                    added += 1;
-                    changed.push(input);
-                }
-            }
-        }
-        let mut olds: Vec<(String, String)> = Vec::new();
-        if seen.len() - added != self.len {
-            for (ns, names) in &self.entries {
-                for name in names.keys() {
-                    if !seen.contains(&(ns.as_str(), name.as_str())) {
-                        olds.push((ns.clone(), name.clone()));
-                    }
-                }
-            }
-        }
+        let Some((changed, added, mut olds)) =
+            self.walk(services).or_else(|| self.hashed(services))
+        else {
+            return None;
+        };
+        let reordered = added > 0 || !olds.is_empty();
         if changed.is_empty() && olds.is_empty() {
             return Some(Delta::default());
         }
@@ -269,7 +265,76 @@ impl PlanCache {
                 .insert(input.0.name.clone(), entry);
             self.len += 1;
         }
+        if reordered {
+            self.order = services
+                .iter()
+                .map(|(s, _)| (s.namespace.clone(), s.name.clone()))
+                .collect();
+        }
         Some(delta)
+    }
+
+    /// The changes found by walking `services` along the last input's order: Services in
+    /// the same place are compared, new ones looked up, short runs of deleted ones skipped.
+    /// `None` when the order changed (or a new Service appears twice).
+    fn walk<'a>(&self, services: &'a [(ServiceSpec, Vec<Endpoint>)]) -> Option<Changes<'a>> {
+        let same = |k: &(String, String), s: &ServiceSpec| k.0 == s.namespace && k.1 == s.name;
+        let (mut changed, mut added, mut removed) = (Vec::new(), 0, Vec::new());
+        let mut new_keys: HashSet<(&str, &str)> = HashSet::new();
+        let mut j = 0;
+        for input in services {
+            let spec = &input.0;
+            if let Some(entry) = self.get(spec) {
+                let skip = self.order[j..]
+                    .iter()
+                    .take(LOOKAHEAD + 1)
+                    .position(|k| same(k, spec))?;
+                removed.extend(self.order[j..j + skip].iter().cloned());
+                j += skip + 1;
+                if entry.input != *input {
+                    changed.push(input);
+                }
+            } else {
+                if !new_keys.insert((spec.namespace.as_str(), spec.name.as_str())) {
+                    return None;
+                }
+                added += 1;
+                changed.push(input);
+            }
+        }
+        removed.extend(self.order[j..].iter().cloned());
+        Some((changed, added, removed))
+    }
+
+    /// The changes found by hashing every Service; `None` if one appears twice.
+    fn hashed<'a>(&self, services: &'a [(ServiceSpec, Vec<Endpoint>)]) -> Option<Changes<'a>> {
+        let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(services.len());
+        let mut changed: Vec<&(ServiceSpec, Vec<Endpoint>)> = Vec::new();
+        let mut added = 0;
+        for input in services {
+            if !seen.insert((input.0.namespace.as_str(), input.0.name.as_str())) {
+                return None;
+            }
+            match self.get(&input.0) {
+                Some(e) if e.input == *input => {}
+                Some(_) => changed.push(input),
+                None => {
+                    added += 1;
+                    changed.push(input);
+                }
+            }
+        }
+        let mut removed = Vec::new();
+        if seen.len() - added != self.len {
+            for (ns, names) in &self.entries {
+                for name in names.keys() {
+                    if !seen.contains(&(ns.as_str(), name.as_str())) {
+                        removed.push((ns.clone(), name.clone()));
+                    }
+                }
+            }
+        }
+        Some((changed, added, removed))
     }
 
     /// Everything as one plan, in the order [`plan`] produces (skipped entries omitted).
@@ -370,6 +435,13 @@ mod tests {
         deleted.remove(1);
         let mut renamed_port = deleted.clone();
         renamed_port[0].0.ports[0].port = 8080;
+        // The same Services in another order, one of them changed, then one in the middle
+        // deleted and one added in its place.
+        let mut reordered = renamed_port.clone();
+        reordered.reverse();
+        reordered[0].1[0].ready = false;
+        let mut replaced = reordered.clone();
+        replaced[1] = svc("replacement", 14, None, &[7]);
         let all = check(&[
             base.clone(),
             base.clone(),
@@ -377,9 +449,11 @@ mod tests {
             added,
             deleted,
             renamed_port,
+            reordered,
+            replaced,
             base,
         ]);
-        assert_eq!(all, vec![true; 6]);
+        assert_eq!(all, vec![true; 8]);
     }
 
     #[test]

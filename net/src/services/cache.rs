@@ -181,11 +181,7 @@ impl PlanCache {
         if self.duplicates {
             return None;
         }
-        let Some((changed, added, mut olds)) =
-            self.walk(services).or_else(|| self.hashed(services))
-        else {
-            return None;
-        };
+        let (changed, added, mut olds) = self.walk(services).or_else(|| self.hashed(services))?;
         let reordered = added > 0 || !olds.is_empty();
         if changed.is_empty() && olds.is_empty() {
             return Some(Delta::default());

@@ -1,10 +1,11 @@
 //! Service proxying with nftables (the kube-proxy of Capstan): ClusterIPs and NodePorts are
 //! DNATed to ready endpoints, spread evenly at random, with optional client-IP affinity,
-//! hairpin and pod-CIDR masquerading, all in one table Capstan owns. It owns turning plain
-//! Service data into that table; it must not read the API (the node agent passes plain data)
-//! or touch any other table. Planning ([`plan`]), rule generation ([`rules`]) and the
-//! incremental diff ([`diff`]) are pure; [`proxy`] keeps what was applied between syncs and
-//! only [`nft`] runs a process. Everything acts on the calling thread's network namespace
+//! hairpin and pod-CIDR masquerading, in a main table and its shard tables that Capstan owns
+//! (see [`rules`] for the shape). It owns turning plain Service data into those tables; it
+//! must not read the API (the node agent passes plain data) or touch any other table.
+//! Planning ([`plan`]), rule generation ([`rules`]), the incremental diff ([`diff`]) and the
+//! per-Service plan cache are pure; [`proxy`] keeps what was applied between syncs and only
+//! [`nft`] runs a process. Everything acts on the calling thread's network namespace
 //! and blocks.
 //!
 //! The node must pass bridged traffic through netfilter (`br_netfilter` loaded,
@@ -31,10 +32,10 @@ pub use types::{
     NODE_PORT_MIN,
 };
 
-/// The table name Capstan uses in production.
+/// The main table name Capstan uses in production (its shards are `capstan-s<k>`).
 pub const DEFAULT_TABLE: &str = "capstan";
 
-/// Programs table `cfg.table` so that it implements exactly `services` (each with all its
+/// Programs table `cfg.table` and its shard tables so that they implement exactly `services` (each with all its
 /// endpoints; unready ones are ignored), replacing what earlier syncs programmed in one
 /// atomic transaction while keeping clients' session affinity (a full sync). Idempotent; on
 /// error the table is unchanged and the call can be retried.

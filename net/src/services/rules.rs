@@ -1,13 +1,19 @@
-//! Pure rule generation for a full sync: a [`Plan`] and what the table holds now become one
+//! Pure rule generation for a full sync: a [`Plan`] and what the tables hold now become one
 //! `nft -f` script that the kernel applies as a single transaction. It owns the ruleset's
-//! shape (hooks, verdict maps, per-Service chains, masquerading) and the pieces
+//! shape (tables, hooks, verdict maps, per-Service chains, masquerading) and the pieces
 //! [`super::diff`] reuses for incremental updates; it must not run `nft`.
 //!
-//! Shape of the table (family `ip`):
-//! - `nat-prerouting` (pods, outside) and `nat-output` (the node itself) jump to `services`,
-//!   which looks up `daddr . l4proto . dport` in the verdict map `service-ips` and, for the
-//!   node's addresses, `l4proto . dport` in `service-nodeports`: one hash lookup however
-//!   many Services exist.
+//! Shape (family `ip`): a main table `<table>` and [`SHARDS`] shard tables `<table>-s<k>`.
+//! Each Service lives in one shard, by a stable hash of its namespace and name, because the
+//! kernel revalidates every chain of each table a transaction touches (through the verdict
+//! maps): a change to one Service then costs a shard's share, not all Services'. A verdict
+//! map cannot jump into another table, so every shard hooks in by itself:
+//! - `nat-prerouting` (pods, outside) and `nat-output` (the node itself) of each shard jump
+//!   to its `services`, which looks up `daddr . l4proto . dport` in the shard's verdict map
+//!   `service-ips` and, for the node's addresses, `l4proto . dport` in `service-nodeports`:
+//!   one hash lookup per shard for the first packet of a connection (the kernel runs no
+//!   further NAT chain of a hook once one has set up the connection's NAT, and none for
+//!   later packets).
 //! - `svc-*` per Service port: sticky clients first (`ip saddr @aff-*`), then a cascade of
 //!   `numgen random mod k 0` rules (k = N, N-1, ..., 2, then unconditional) spreads new
 //!   connections evenly; each rule DNATs itself. There are no per-endpoint chains and no
@@ -15,14 +21,14 @@
 //!   which made a 10,000-Service sync quadratic, and every chain makes `nft`'s per-command
 //!   chain cache and the kernel's table validation slower.
 //! - `ext-*` per NodePort marks the packet for masquerade (so replies come back through this
-//!   node) before entering `svc-*`.
-//! - `nat-postrouting` masquerades marked packets, hairpin traffic (a pod reaching itself
+//!   node, through the shard's `mark-for-masquerade`) before entering `svc-*`.
+//! - In the main table, `nat-postrouting` masquerades marked packets, hairpin traffic (a pod reaching itself
 //!   through its Service: after DNAT its source is its destination, set `hairpin`) and
 //!   traffic leaving the pod CIDR.
 //! - `filter-{input,forward,output}` reject new connections to Service ports without ready
 //!   endpoints (sets `no-endpoint-services`, `no-endpoint-nodeports`).
 //!
-//! A full sync keeps the table and the affinity sets (whose elements are the sticky
+//! A full sync keeps the tables and the affinity sets (whose elements are the sticky
 //! clients): it flushes every rule and the lookup maps, deletes objects no longer wanted and
 //! adds the rest, all in one transaction. Chains are written as `add chain X { rules }`,
 //! elements as one `add element` per map: both parse and commit in linear time.

@@ -211,21 +211,21 @@ mod tests {
             .any(|l| l.starts_with(&format!("add chain {t} {} {{", sticky.chain))));
         assert!(all.contains(
             &format!(
-                "add element {t} service-ips {{ 10.96.0.12 . tcp . 80 : goto {} }}",
+                "add map {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; elements = {{ 10.96.0.12 . tcp . 80 : goto {} }} }}",
                 sticky.chain
             )
             .as_str()
         ));
         assert!(all.contains(
             &format!(
-                "add element {t} service-nodeports {{ tcp . 30012 : goto {} }}",
+                "add map {t} service-nodeports {{ type inet_proto . inet_service : verdict; elements = {{ tcp . 30012 : goto {} }} }}",
                 sticky.external_chain
             )
             .as_str()
         ));
         // Adding 10.244.0.2 again (it hairpins for web already) is a no-op in nft.
         assert!(all.contains(
-            &"add element ip capstan hairpin { 10.244.0.2 . 10.244.0.2, 10.244.0.5 . 10.244.0.5 }"
+            &"add set ip capstan hairpin { type ipv4_addr . ipv4_addr; elements = { 10.244.0.2 . 10.244.0.2, 10.244.0.5 . 10.244.0.5 } }"
         ));
     }
 
@@ -282,9 +282,9 @@ mod tests {
             &format!("delete element {t} service-ips {{ 10.96.0.10 . tcp . 80 }}").as_str()
         ));
         assert!(
-            all.contains(&"add element ip capstan no-endpoint-services { 10.96.0.10 . tcp . 80 }")
+            all.contains(&"add set ip capstan no-endpoint-services { type ipv4_addr . inet_proto . inet_service; elements = { 10.96.0.10 . tcp . 80 } }")
         );
-        assert!(all.contains(&"add element ip capstan no-endpoint-nodeports { tcp . 30010 }"));
+        assert!(all.contains(&"add set ip capstan no-endpoint-nodeports { type inet_proto . inet_service; elements = { tcp . 30010 } }"));
         assert_eq!(update.deleted_objects, 2, "svc and ext chains");
     }
 
@@ -313,7 +313,7 @@ mod tests {
             .iter()
             .position(|l| {
                 l.starts_with(&format!(
-                    "add element ip capstan-s{t_late} service-ips {{ 10.96.0.10 . tcp . 80 : goto"
+                    "add map ip capstan-s{t_late} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; elements = {{ 10.96.0.10 . tcp . 80 : goto"
                 ))
             })
             .unwrap();

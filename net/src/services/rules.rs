@@ -178,6 +178,10 @@ impl Script {
 
     /// `<verb> element <t> <set> { a, b, c }` in one statement, nothing if `elements` is
     /// empty: one statement per set keeps parsing and the kernel's element batch linear.
+    /// Adding to one of the fixed sets is written as its (idempotent) declaration with
+    /// `elements = { ... }` instead: nft 1.0.6 lists every chain of every table before an
+    /// `add element`, which costs more than the rest of a one-Service change at 10,000
+    /// Services, but not before an `add set`/`add map`.
     pub(crate) fn elements<'a>(
         &mut self,
         verb: &str,
@@ -189,14 +193,29 @@ impl Script {
         if elements.peek().is_none() {
             return;
         }
-        let _ = write!(self.0, "{verb} element {t} {set} {{ ");
+        let fixed = MAIN_SETS
+            .iter()
+            .chain(SHARD_SETS.iter())
+            .find(|(_, name, _)| *name == set);
+        match fixed {
+            Some((kind, _, decl)) if verb == "add" => {
+                let _ = write!(self.0, "add {kind} {t} {set} {{ {decl} elements = {{ ");
+            }
+            _ => {
+                let _ = write!(self.0, "{verb} element {t} {set} {{ ");
+            }
+        }
         for (i, e) in elements.enumerate() {
             if i > 0 {
                 self.0.push_str(", ");
             }
             self.0.push_str(e);
         }
-        self.0.push_str(" }\n");
+        if fixed.is_some() && verb == "add" {
+            self.0.push_str(" } }\n");
+        } else {
+            self.0.push_str(" }\n");
+        }
     }
 }
 
@@ -694,9 +713,9 @@ pub(crate) mod tests {
                  update @{aff3} {{ ip saddr }} meta l4proto tcp dnat to 10.244.0.3:8080 comment \"default/web:http\"; }}"
             ),
             format!("add chain {t} {ext} {{ jump mark-for-masquerade; goto {chain}; }}"),
-            format!("add element {t} service-ips {{ 10.96.0.10 . tcp . 80 : goto {chain} }}"),
-            format!("add element {t} service-nodeports {{ tcp . 30010 : goto {ext} }}"),
-            "add element ip capstan hairpin { 10.244.0.2 . 10.244.0.2, 10.244.0.3 . 10.244.0.3 }".to_owned(),
+            format!("add map {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; elements = {{ 10.96.0.10 . tcp . 80 : goto {chain} }} }}"),
+            format!("add map {t} service-nodeports {{ type inet_proto . inet_service : verdict; elements = {{ tcp . 30010 : goto {ext} }} }}"),
+            "add set ip capstan hairpin { type ipv4_addr . ipv4_addr; elements = { 10.244.0.2 . 10.244.0.2, 10.244.0.3 . 10.244.0.3 } }".to_owned(),
         ];
         assert_eq!(service_lines(&ruleset.script), expected);
 
@@ -776,12 +795,12 @@ pub(crate) mod tests {
             &OwnedObjects::default(),
         );
         let mut expected = vec![
-            "add element ip capstan no-endpoint-nodeports { tcp . 30080 }".to_owned(),
-            "add element ip capstan no-endpoint-services { 10.96.0.11 . tcp . 80 }".to_owned(),
-            "add element ip capstan node-ips { 192.168.1.5 }".to_owned(),
+            "add set ip capstan no-endpoint-nodeports { type inet_proto . inet_service; elements = { tcp . 30080 } }".to_owned(),
+            "add set ip capstan no-endpoint-services { type ipv4_addr . inet_proto . inet_service; elements = { 10.96.0.11 . tcp . 80 } }".to_owned(),
+            "add set ip capstan node-ips { type ipv4_addr; elements = { 192.168.1.5 } }".to_owned(),
         ];
         expected.extend(
-            (0..SHARDS).map(|k| format!("add element ip capstan-s{k} node-ips {{ 192.168.1.5 }}")),
+            (0..SHARDS).map(|k| format!("add set ip capstan-s{k} node-ips {{ type ipv4_addr; elements = {{ 192.168.1.5 }} }}")),
         );
         assert_eq!(service_lines(&ruleset.script), expected);
         assert!(lines(&ruleset.script).contains(

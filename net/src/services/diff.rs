@@ -1,13 +1,14 @@
-//! Pure incremental updates: from the plan the table implements now and the plan wanted
+//! Pure incremental updates: from the plan the tables implement now and the plan wanted
 //! next to one `nft -f` transaction that touches only the Service ports that changed (their
-//! lookup elements, their `svc-*`/`ext-*` chains, their affinity sets) and new `hairpin`
-//! elements. It owns that comparison and the order of the commands; it must not run `nft`
-//! or decide when a full sync is needed (that is [`super::proxy`]).
+//! lookup elements, their `svc-*`/`ext-*` chains and affinity sets in their shard table)
+//! and new `hairpin` elements. It owns that comparison and the order of the commands; it
+//! must not run `nft` or decide when a full sync is needed (that is [`super::proxy`]).
 //!
-//! Only commands that `nft` evaluates without listing the table are used where possible
-//! (`add chain X { rules }`, `flush chain`), so a change costs about the same however many
-//! Services exist; element and `delete chain` commands make `nft` list the table's chains,
-//! which is cheap because the table has one or two chains per Service port.
+//! Only commands that `nft` 1.0.6 evaluates without listing every chain of every table are
+//! used where possible (`add chain X { rules }`, `flush chain`, `add map M { ...; elements =
+//! { ... } }`), so a change costs about the same however many Services exist; `delete
+//! element` and `delete chain` (a Service or its last endpoint going) make `nft` list all
+//! chains once per transaction, which grows with the Service count.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;

@@ -1,10 +1,11 @@
-//! The stateful service proxy: it remembers what the last sync programmed (the plan and the
-//! configuration) so the next sync sends only what changed. It owns deciding between a full
+//! The stateful service proxy: it remembers what the last sync programmed (each Service's
+//! input and plan, and the configuration) so the next sync re-plans and sends only what
+//! changed. It owns deciding between a full
 //! and an incremental sync; it must not build nftables syntax itself ([`super::rules`],
 //! [`super::diff`]) or run processes other than through [`Nft`].
 //!
-//! A full sync (re-list the table, rewrite everything, delete stale objects) happens on the
-//! first sync, after any error (the table's state is then unknown), when the configuration
+//! A full sync (re-list the tables, rewrite everything, delete stale objects) happens on the
+//! first sync, after any error (the tables' state is then unknown), when the configuration
 //! changes, and every [`ServiceProxy::full_resync_period`] to repair edits made behind our
 //! back. Sticky clients survive both kinds.
 

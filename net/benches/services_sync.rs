@@ -1,7 +1,8 @@
 //! Times the Service proxy in a throwaway network namespace, at 1,000 and 10,000 Services x
 //! 5 endpoints: the first (full) sync, one endpoint turning unready, adding and deleting one
 //! Service, and a sync with nothing changed. Each figure is the median of several runs of a
-//! [`ServiceProxy`] sync (planning, diffing and `nft` together). Run as root:
+//! [`ServiceProxy`] sync (finding the changed Services, planning, diffing and `nft`
+//! together), with the Services spread over the proxy's shard tables. Run as root:
 //! `cargo bench -p net --bench services_sync`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -136,7 +137,8 @@ fn main() {
     .expect("enter netns");
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     println!(
-        "Service proxy sync, {ENDPOINTS} endpoints per Service, medians ({REPS} runs; first sync 5 / 3 runs):"
+        "Service proxy sync, {ENDPOINTS} endpoints per Service, {} shard tables, medians ({REPS} runs; first sync 5 / 3 runs):",
+        services::plan::SHARDS
     );
     println!(
         "  {:>9}  {:>12}  {:>16}  {:>12}  {:>14}  {:>10}",

@@ -157,17 +157,23 @@ impl Lab {
         .expect("sync services")
     }
 
-    /// The table as `nft -j` lists it, made comparable: no handles, no sticky clients
-    /// (affinity set elements expire as time passes), elements and objects sorted.
+    /// The proxy's tables (the main one and its shards) as `nft -j` lists them, made
+    /// comparable: no handles, no sticky clients (affinity set elements expire as time
+    /// passes), elements and objects sorted.
     fn table_contents(&self) -> Vec<String> {
-        let table = self.cfg.table.clone();
+        let tables: Vec<String> = services::owned_tables(&self.cfg.table).collect();
         let json = in_ns(&self.node, move || {
-            let out = Command::new("nft")
-                .args(["-j", "list", "table", "ip", &table])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-            out.stdout
+            let mut all = Vec::new();
+            for table in tables {
+                let out = Command::new("nft")
+                    .args(["-j", "list", "table", "ip", &table])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+                let root: Value = serde_json::from_slice(&out.stdout).unwrap();
+                all.extend(root["nftables"].as_array().unwrap().iter().cloned());
+            }
+            serde_json::to_vec(&serde_json::json!({ "nftables": all })).unwrap()
         });
         let root: Value = serde_json::from_slice(&json).unwrap();
         let mut items: Vec<String> = root["nftables"]
@@ -512,15 +518,17 @@ fn an_incremental_sync_behaves_exactly_like_a_full_sync() {
     );
     assert_eq!(incremental, lab.table_contents());
 
-    // Someone deletes the table behind the proxy's back: the next update is refused and the
-    // proxy rewrites the table in the same call.
-    let table = lab.cfg.table.clone();
+    // Someone deletes the tables behind the proxy's back: the next update is refused and
+    // the proxy rewrites them in the same call.
+    let tables: Vec<String> = services::owned_tables(&lab.cfg.table).collect();
     in_ns(&lab.node, move || {
-        let status = Command::new("nft")
-            .args(["delete", "table", "ip", &table])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        for table in tables {
+            let status = Command::new("nft")
+                .args(["delete", "table", "ip", &table])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
     });
     let mut last = after.clone();
     last[0].1 = lab.endpoints(&["p1"]);
@@ -530,7 +538,8 @@ fn an_incremental_sync_behaves_exactly_like_a_full_sync() {
     assert_eq!(seen, BTreeMap::from([("p1".to_owned(), 20)]));
 }
 
-/// Chain and set names of a table, via the crate's own listing.
+/// Chain and set names of a proxy's tables (main and shards, merged), via the crate's own
+/// listing.
 trait ListObjects {
     fn list_objects_of(&self, table: &str) -> (Vec<String>, Vec<String>);
 }
@@ -538,10 +547,16 @@ trait ListObjects {
 impl ListObjects for NftCommand {
     fn list_objects_of(&self, table: &str) -> (Vec<String>, Vec<String>) {
         use net::services::Nft;
-        let objects = self.list_objects(table).expect("list objects");
+        let objects = self.list_owned(table).expect("list objects");
         (
-            objects.chains.into_iter().collect(),
-            objects.sets.into_iter().collect(),
+            objects
+                .iter()
+                .flat_map(|(t, o)| o.chains.iter().map(move |c| format!("{t}/{c}")))
+                .collect(),
+            objects
+                .values()
+                .flat_map(|o| o.sets.iter().cloned())
+                .collect(),
         )
     }
 }

@@ -184,7 +184,7 @@ impl PodNetwork {
         Ok(())
     }
 
-    /// Programs the Service proxy (one nftables table, updated atomically) for `services`:
+    /// Programs the Service proxy (its nftables tables, updated atomically) for `services`:
     /// only what changed since the last call, or everything on the first call and after an
     /// error.
     pub fn sync_services(

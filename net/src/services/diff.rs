@@ -1,20 +1,22 @@
-//! Pure incremental updates: from the plan the table implements now and the plan wanted
+//! Pure incremental updates: from the plan the tables implement now and the plan wanted
 //! next to one `nft -f` transaction that touches only the Service ports that changed (their
-//! lookup elements, their `svc-*`/`ext-*` chains, their affinity sets) and new `hairpin`
-//! elements. It owns that comparison and the order of the commands; it must not run `nft`
-//! or decide when a full sync is needed (that is [`super::proxy`]).
+//! lookup elements, their `svc-*`/`ext-*` chains and affinity sets in their shard table)
+//! and new `hairpin` elements. It owns that comparison and the order of the commands; it
+//! must not run `nft` or decide when a full sync is needed (that is [`super::proxy`]).
 //!
-//! Only commands that `nft` evaluates without listing the table are used where possible
-//! (`add chain X { rules }`, `flush chain`), so a change costs about the same however many
-//! Services exist; element and `delete chain` commands make `nft` list the table's chains,
-//! which is cheap because the table has one or two chains per Service port.
+//! Only commands that `nft` 1.0.6 evaluates without listing every chain of every table are
+//! used where possible (`add chain X { rules }`, `flush chain`, `add map M { ...; elements =
+//! { ... } }`), so a change costs about the same however many Services exist; `delete
+//! element` and `delete chain` (a Service or its last endpoint going) make `nft` list all
+//! chains once per transaction, which grows with the Service count.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use super::plan::{Plan, PlannedPort};
 use super::rules::{
-    hairpin_element, port_chains, port_elements, port_sets, render_port, Element, Script, HAIRPIN,
+    family_table, hairpin_element, port_chains, port_elements, port_sets, render_port,
+    write_elements, Element, Script, HAIRPIN,
 };
 
 /// An incremental transaction.
@@ -36,7 +38,8 @@ pub struct Update {
 /// The `hairpin` set only grows here: an address that stops being an endpoint stays until
 /// the next full sync. That is harmless, as only a packet DNATed to that address can match.
 pub fn render_update(table: &str, old: &Plan, new: &Plan) -> Update {
-    let t = format!("ip {table}");
+    let t = family_table(table, None);
+    let st = |port: &PlannedPort| family_table(table, Some(port.shard));
     let before: HashMap<&str, &PlannedPort> =
         old.ports.iter().map(|p| (p.chain.as_str(), p)).collect();
     let after: HashSet<&str> = new.ports.iter().map(|p| p.chain.as_str()).collect();
@@ -64,10 +67,23 @@ pub fn render_update(table: &str, old: &Plan, new: &Plan) -> Update {
     let old_elements: BTreeSet<Element> = gone.iter().flat_map(|p| port_elements(p)).collect();
     let new_elements: BTreeSet<Element> =
         coming.iter().flat_map(|(p, _)| port_elements(p)).collect();
-    let old_chains: BTreeSet<&str> = gone.iter().flat_map(|p| port_chains(p)).collect();
-    let new_chains: BTreeSet<&str> = coming.iter().flat_map(|(p, _)| port_chains(p)).collect();
-    let old_sets: BTreeSet<&str> = gone.iter().flat_map(|p| port_sets(p)).collect();
-    let new_sets: BTreeSet<&str> = coming.iter().flat_map(|(p, _)| port_sets(p)).collect();
+    // Objects by (shard table, name): a port keeps its shard (it is its Service's).
+    let old_chains: BTreeSet<(String, &str)> = gone
+        .iter()
+        .flat_map(|p| port_chains(p).into_iter().map(|c| (st(p), c)))
+        .collect();
+    let new_chains: BTreeSet<(String, &str)> = coming
+        .iter()
+        .flat_map(|(p, _)| port_chains(p).into_iter().map(|c| (st(p), c)))
+        .collect();
+    let old_sets: BTreeSet<(String, &str)> = gone
+        .iter()
+        .flat_map(|p| port_sets(p).map(|s| (st(p), s)))
+        .collect();
+    let new_sets: BTreeSet<(String, &str)> = coming
+        .iter()
+        .flat_map(|(p, _)| port_sets(p).map(|s| (st(p), s)))
+        .collect();
     let hairpin: BTreeSet<Ipv4Addr> = coming
         .iter()
         .flat_map(|(port, was)| {
@@ -81,46 +97,33 @@ pub fn render_update(table: &str, old: &Plan, new: &Plan) -> Update {
     let mut out = Script::default();
     // 1. Lookup elements that go: the references to chains about to be deleted go with
     //    them, and a key that moves to another port is free for step 6.
-    let mut deletes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for e in old_elements.difference(&new_elements) {
-        deletes.entry(e.set).or_default().push(&e.key);
-    }
-    for (set, keys) in &deletes {
-        out.elements("delete", &t, set, keys.iter().copied());
-    }
+    let deletes: Vec<Element> = old_elements.difference(&new_elements).cloned().collect();
+    write_elements(&mut out, "delete", table, &deletes);
     // 2. Empty the chains that are rewritten or deleted (all of them first: an `ext-*`
     //    chain refers to its `svc-*` chain), 3. delete the unwanted ones, 4. and the
     //    affinity sets no rule refers to any more.
-    for chain in &old_chains {
-        out.line(format_args!("flush chain {t} {chain}"));
+    for (st, chain) in &old_chains {
+        out.line(format_args!("flush chain {st} {chain}"));
     }
     let mut deleted_objects = 0;
-    for chain in old_chains.difference(&new_chains) {
-        out.line(format_args!("delete chain {t} {chain}"));
+    for (st, chain) in old_chains.difference(&new_chains) {
+        out.line(format_args!("delete chain {st} {chain}"));
         deleted_objects += 1;
     }
-    for set in old_sets.difference(&new_sets) {
-        out.line(format_args!("delete set {t} {set}"));
+    for (st, set) in old_sets.difference(&new_sets) {
+        out.line(format_args!("delete set {st} {set}"));
         deleted_objects += 1;
     }
     // 5. Chains (new or just emptied) with their rules and affinity sets; kept sets keep
     //    their sticky clients.
     for (port, _) in &coming {
-        render_port(&mut out, &t, port);
+        render_port(&mut out, &st(port), port);
     }
     // 6. Lookup elements that come (adding an element that exists is a no-op).
-    let mut adds: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for e in new_elements.difference(&old_elements) {
-        adds.entry(e.set).or_default().push(e.full());
-    }
-    if !hairpin.is_empty() {
-        adds.entry(HAIRPIN)
-            .or_default()
-            .extend(hairpin.into_iter().map(hairpin_element));
-    }
-    for (set, elements) in &adds {
-        out.elements("add", &t, set, elements.iter().map(String::as_str));
-    }
+    let adds: Vec<Element> = new_elements.difference(&old_elements).cloned().collect();
+    write_elements(&mut out, "add", table, &adds);
+    let hairpin: Vec<String> = hairpin.into_iter().map(hairpin_element).collect();
+    out.elements("add", &t, HAIRPIN, hairpin.iter().map(String::as_str));
     Update {
         script: out.0,
         changed_ports,
@@ -160,15 +163,16 @@ mod tests {
             .find(|p| p.label == "default/web:http")
             .unwrap();
         let (chain, ext) = (&web.chain, &web.external_chain);
+        let t = format!("ip capstan-s{}", web.shard);
         assert_eq!(update.changed_ports, 1);
         assert_eq!(update.deleted_objects, 0);
         assert_eq!(
             lines(&update),
             vec![
-                format!("flush chain ip capstan {ext}"),
-                format!("flush chain ip capstan {chain}"),
-                format!("add chain ip capstan {chain} {{ meta l4proto tcp dnat to 10.244.0.3:8080 comment \"default/web:http\"; }}"),
-                format!("add chain ip capstan {ext} {{ jump mark-for-masquerade; goto {chain}; }}"),
+                format!("flush chain {t} {ext}"),
+                format!("flush chain {t} {chain}"),
+                format!("add chain {t} {chain} {{ meta l4proto tcp dnat to 10.244.0.3:8080 comment \"default/web:http\"; }}"),
+                format!("add chain {t} {ext} {{ jump mark-for-masquerade; goto {chain}; }}"),
             ]
         );
     }
@@ -187,6 +191,7 @@ mod tests {
             .find(|p| p.label == "default/sticky:http")
             .unwrap();
         let all = lines(&update);
+        let t = format!("ip capstan-s{}", sticky.shard);
         assert_eq!(update.changed_ports, 1);
         assert!(all.iter().all(|l| l.starts_with("add ")), "{all:#?}");
         let aff: Vec<_> = sticky
@@ -195,28 +200,33 @@ mod tests {
             .map(|e| e.affinity_set.clone().unwrap())
             .collect();
         for set in &aff {
-            assert!(all.contains(&format!("add set ip capstan {set} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}").as_str()));
+            assert!(all.contains(
+                &format!(
+                    "add set {t} {set} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}"
+                )
+                .as_str()
+            ));
         }
         assert!(all
             .iter()
-            .any(|l| l.starts_with(&format!("add chain ip capstan {} {{", sticky.chain))));
+            .any(|l| l.starts_with(&format!("add chain {t} {} {{", sticky.chain))));
         assert!(all.contains(
             &format!(
-                "add element ip capstan service-ips {{ 10.96.0.12 . tcp . 80 : goto {} }}",
+                "add map {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; elements = {{ 10.96.0.12 . tcp . 80 : goto {} }} }}",
                 sticky.chain
             )
             .as_str()
         ));
         assert!(all.contains(
             &format!(
-                "add element ip capstan service-nodeports {{ tcp . 30012 : goto {} }}",
+                "add map {t} service-nodeports {{ type inet_proto . inet_service : verdict; elements = {{ tcp . 30012 : goto {} }} }}",
                 sticky.external_chain
             )
             .as_str()
         ));
         // Adding 10.244.0.2 again (it hairpins for web already) is a no-op in nft.
         assert!(all.contains(
-            &"add element ip capstan hairpin { 10.244.0.2 . 10.244.0.2, 10.244.0.5 . 10.244.0.5 }"
+            &"add set ip capstan hairpin { type ipv4_addr . ipv4_addr; elements = { 10.244.0.2 . 10.244.0.2, 10.244.0.5 . 10.244.0.5 } }"
         ));
     }
 
@@ -233,26 +243,27 @@ mod tests {
             .find(|p| p.label == "default/sticky:http")
             .unwrap();
         let (chain, ext) = (&sticky.chain, &sticky.external_chain);
+        let t = format!("ip capstan-s{}", sticky.shard);
         let aff = sticky.endpoints[0].affinity_set.clone().unwrap();
         let update = render_update("capstan", &old, &new);
         assert_eq!(update.deleted_objects, 3);
         let mut flushes = [
-            format!("flush chain ip capstan {chain}"),
-            format!("flush chain ip capstan {ext}"),
+            format!("flush chain {t} {chain}"),
+            format!("flush chain {t} {ext}"),
         ];
         flushes.sort();
         let mut deletes = [
-            format!("delete chain ip capstan {chain}"),
-            format!("delete chain ip capstan {ext}"),
+            format!("delete chain {t} {chain}"),
+            format!("delete chain {t} {ext}"),
         ];
         deletes.sort();
         let mut expected = vec![
-            "delete element ip capstan service-ips { 10.96.0.12 . tcp . 80 }".to_owned(),
-            "delete element ip capstan service-nodeports { tcp . 30012 }".to_owned(),
+            format!("delete element {t} service-ips {{ 10.96.0.12 . tcp . 80 }}"),
+            format!("delete element {t} service-nodeports {{ tcp . 30012 }}"),
         ];
         expected.extend(flushes);
         expected.extend(deletes);
-        expected.push(format!("delete set ip capstan {aff}"));
+        expected.push(format!("delete set {t} {aff}"));
         assert_eq!(lines(&update), expected);
     }
 
@@ -267,11 +278,14 @@ mod tests {
         let first_add = all.iter().position(|l| l.starts_with("add")).unwrap();
         let last_delete = all.iter().rposition(|l| l.starts_with("delete")).unwrap();
         assert!(last_delete < first_add, "{all:#?}");
-        assert!(all.contains(&"delete element ip capstan service-ips { 10.96.0.10 . tcp . 80 }"));
+        let t = format!("ip capstan-s{}", old.ports[0].shard);
+        assert!(all.contains(
+            &format!("delete element {t} service-ips {{ 10.96.0.10 . tcp . 80 }}").as_str()
+        ));
         assert!(
-            all.contains(&"add element ip capstan no-endpoint-services { 10.96.0.10 . tcp . 80 }")
+            all.contains(&"add set ip capstan no-endpoint-services { type ipv4_addr . inet_proto . inet_service; elements = { 10.96.0.10 . tcp . 80 } }")
         );
-        assert!(all.contains(&"add element ip capstan no-endpoint-nodeports { tcp . 30010 }"));
+        assert!(all.contains(&"add set ip capstan no-endpoint-nodeports { type inet_proto . inet_service; elements = { tcp . 30010 } }"));
         assert_eq!(update.deleted_objects, 2, "svc and ext chains");
     }
 
@@ -287,16 +301,21 @@ mod tests {
         let new = plan(&[late]);
         let update = render_update("capstan", &old, &new);
         let all = lines(&update);
+        let (t_early, t_late) = (old.ports[0].shard, new.ports[0].shard);
         let del = all
             .iter()
             .position(|l| {
-                l.starts_with("delete element ip capstan service-ips { 10.96.0.10 . tcp . 80 }")
+                l.starts_with(&format!(
+                    "delete element ip capstan-s{t_early} service-ips {{ 10.96.0.10 . tcp . 80 }}"
+                ))
             })
             .unwrap();
         let add = all
             .iter()
             .position(|l| {
-                l.starts_with("add element ip capstan service-ips { 10.96.0.10 . tcp . 80 : goto")
+                l.starts_with(&format!(
+                    "add map ip capstan-s{t_late} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; elements = {{ 10.96.0.10 . tcp . 80 : goto"
+                ))
             })
             .unwrap();
         assert!(del < add, "{all:#?}");

@@ -1,10 +1,11 @@
 //! Service proxying with nftables (the kube-proxy of Capstan): ClusterIPs and NodePorts are
 //! DNATed to ready endpoints, spread evenly at random, with optional client-IP affinity,
-//! hairpin and pod-CIDR masquerading, all in one table Capstan owns. It owns turning plain
-//! Service data into that table; it must not read the API (the node agent passes plain data)
-//! or touch any other table. Planning ([`plan`]), rule generation ([`rules`]) and the
-//! incremental diff ([`diff`]) are pure; [`proxy`] keeps what was applied between syncs and
-//! only [`nft`] runs a process. Everything acts on the calling thread's network namespace
+//! hairpin and pod-CIDR masquerading, in a main table and its shard tables that Capstan owns
+//! (see [`rules`] for the shape). It owns turning plain Service data into those tables; it
+//! must not read the API (the node agent passes plain data) or touch any other table.
+//! Planning ([`plan`]), rule generation ([`rules`]), the incremental diff ([`diff`]) and the
+//! per-Service plan cache are pure; [`proxy`] keeps what was applied between syncs and only
+//! [`nft`] runs a process. Everything acts on the calling thread's network namespace
 //! and blocks.
 //!
 //! The node must pass bridged traffic through netfilter (`br_netfilter` loaded,
@@ -14,6 +15,7 @@
 //! bridged back out of its ingress port, so pod ports need bridge hairpin mode as well (which
 //! [`crate::attach_pod`] turns on).
 
+mod cache;
 pub mod diff;
 pub mod error;
 pub mod nft;
@@ -30,10 +32,10 @@ pub use types::{
     NODE_PORT_MIN,
 };
 
-/// The table name Capstan uses in production.
+/// The main table name Capstan uses in production (its shards are `capstan-s<k>`).
 pub const DEFAULT_TABLE: &str = "capstan";
 
-/// Programs table `cfg.table` so that it implements exactly `services` (each with all its
+/// Programs table `cfg.table` and its shard tables so that they implement exactly `services` (each with all its
 /// endpoints; unready ones are ignored), replacing what earlier syncs programmed in one
 /// atomic transaction while keeping clients' session affinity (a full sync). Idempotent; on
 /// error the table is unchanged and the call can be retried.
@@ -54,7 +56,8 @@ pub fn sync_services_with(
     ServiceProxy::with_nft(nft).sync(cfg, services)
 }
 
-/// Deletes table `cfg.table` with all its rules and affinity state. Idempotent.
+/// Deletes table `cfg.table` and its shard tables with all their rules and affinity state,
+/// and no other table. Idempotent.
 pub fn teardown(cfg: &ProxyConfig) -> Result<()> {
     teardown_with(&NftCommand::default(), cfg)
 }
@@ -62,13 +65,22 @@ pub fn teardown(cfg: &ProxyConfig) -> Result<()> {
 /// [`teardown`] through the given [`Nft`].
 pub fn teardown_with(nft: &impl Nft, cfg: &ProxyConfig) -> Result<()> {
     validate_table(&cfg.table)?;
+    let mut tables: std::collections::BTreeSet<String> = owned_tables(&cfg.table).collect();
+    // Shards of an earlier version with more of them, if any.
+    tables.extend(nft.list_owned(&cfg.table)?.into_keys());
     // `add` first makes `delete` succeed when the table is already gone.
-    nft.apply(&format!(
-        "add table ip {0}\ndelete table ip {0}\n",
-        cfg.table
-    ))?;
+    let script: String = tables
+        .iter()
+        .map(|t| format!("add table ip {t}\ndelete table ip {t}\n"))
+        .collect();
+    nft.apply(&script)?;
     tracing::info!(message = "service table deleted", table = %cfg.table);
     Ok(())
+}
+
+/// The tables the proxy with main table `table` owns: it and its [`plan::SHARDS`] shards.
+pub fn owned_tables(table: &str) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(table.to_owned()).chain((0..plan::SHARDS).map(|k| rules::shard_table(table, k)))
 }
 
 /// A table name is an nftables identifier: a letter, then up to 31 letters, digits, `_`

@@ -10,22 +10,23 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 use super::error::{Error, Result};
-use super::rules::TableObjects;
+use super::rules::OwnedObjects;
 
 /// How much of `nft`'s stderr an error keeps.
 const MAX_STDERR: usize = 4096;
 
 /// What the service proxy needs from nftables; faked in tests of the logic above it.
 pub trait Nft {
-    /// The chains, sets and maps of table `ip <table>`; empty if it does not exist.
-    fn list_objects(&self, table: &str) -> Result<TableObjects>;
+    /// The chains, sets and maps of the main table `ip <table>` and of each of its shard
+    /// tables (`ip <table>-s<k>`), by table; tables that do not exist are absent.
+    fn list_owned(&self, table: &str) -> Result<OwnedObjects>;
     /// Applies `script` (nft syntax) as one transaction: all of it or nothing.
     fn apply(&self, script: &str) -> Result<()>;
 }
 
 impl<T: Nft + ?Sized> Nft for &T {
-    fn list_objects(&self, table: &str) -> Result<TableObjects> {
-        (**self).list_objects(table)
+    fn list_owned(&self, table: &str) -> Result<OwnedObjects> {
+        (**self).list_owned(table)
     }
     fn apply(&self, script: &str) -> Result<()> {
         (**self).apply(script)
@@ -96,7 +97,7 @@ impl NftCommand {
         }
     }
 
-    fn list(&self, op: &'static str, what: &str, table: &str) -> Result<Vec<String>> {
+    fn list(&self, op: &'static str, what: &str, table: &str) -> Result<Vec<(String, String)>> {
         // `-t`: without set elements, which may be many.
         let output = self.run(op, &["-j", "-t", "list", what, "ip"], None)?;
         names_in(&output.stdout, table).map_err(|source| Error::Parse { op, source })
@@ -104,15 +105,18 @@ impl NftCommand {
 }
 
 impl Nft for NftCommand {
-    fn list_objects(&self, table: &str) -> Result<TableObjects> {
-        Ok(TableObjects {
-            chains: self
-                .list("list chains", "chains", table)?
-                .into_iter()
-                .collect(),
-            sets: self.list("list sets", "sets", table)?.into_iter().collect(),
-            maps: self.list("list maps", "maps", table)?.into_iter().collect(),
-        })
+    fn list_owned(&self, table: &str) -> Result<OwnedObjects> {
+        let mut out = OwnedObjects::new();
+        for (t, name) in self.list("list chains", "chains", table)? {
+            out.entry(t).or_default().chains.insert(name);
+        }
+        for (t, name) in self.list("list sets", "sets", table)? {
+            out.entry(t).or_default().sets.insert(name);
+        }
+        for (t, name) in self.list("list maps", "maps", table)? {
+            out.entry(t).or_default().maps.insert(name);
+        }
+        Ok(out)
     }
 
     fn apply(&self, script: &str) -> Result<()> {
@@ -121,9 +125,18 @@ impl Nft for NftCommand {
     }
 }
 
-/// The names of the chains, sets or maps of family `ip`, table `table` in `nft -j list ...`
-/// output.
-fn names_in(json: &[u8], table: &str) -> serde_json::Result<Vec<String>> {
+/// Whether `name` is table `table` or one of its shard tables (`<table>-s<digits>`).
+pub(crate) fn is_owned(name: &str, table: &str) -> bool {
+    name == table
+        || name
+            .strip_prefix(table)
+            .and_then(|rest| rest.strip_prefix("-s"))
+            .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The (table, name) of the chains, sets or maps of family `ip` in `nft -j list ...` output
+/// that belong to table `table` or its shards.
+fn names_in(json: &[u8], table: &str) -> serde_json::Result<Vec<(String, String)>> {
     let root: Value = serde_json::from_slice(json)?;
     let items = root
         .get("nftables")
@@ -134,12 +147,12 @@ fn names_in(json: &[u8], table: &str) -> serde_json::Result<Vec<String>> {
         .iter()
         .filter_map(Value::as_object)
         .flat_map(|item| item.values())
-        .filter(|obj| {
-            obj.get("family").and_then(Value::as_str) == Some("ip")
-                && obj.get("table").and_then(Value::as_str) == Some(table)
+        .filter(|obj| obj.get("family").and_then(Value::as_str) == Some("ip"))
+        .filter_map(|obj| {
+            let t = obj.get("table").and_then(Value::as_str)?;
+            let name = obj.get("name").and_then(Value::as_str)?;
+            is_owned(t, table).then(|| (t.to_owned(), name.to_owned()))
         })
-        .filter_map(|obj| obj.get("name").and_then(Value::as_str))
-        .map(str::to_owned)
         .collect())
 }
 
@@ -153,12 +166,21 @@ mod tests {
             {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
             {"chain": {"family": "ip", "table": "capstan", "name": "services", "handle": 2}},
             {"chain": {"family": "ip", "table": "other", "name": "foreign", "handle": 3}},
+            {"chain": {"family": "ip", "table": "capstan-s3", "name": "svc-1", "handle": 4}},
+            {"chain": {"family": "ip", "table": "capstan-sx", "name": "not-ours", "handle": 5}},
+            {"chain": {"family": "ip", "table": "capstan-s", "name": "not-ours", "handle": 6}},
             {"set": {"family": "ip", "name": "aff-1", "table": "capstan", "type": "ipv4_addr"}},
             {"map": {"family": "ip", "name": "service-ips", "table": "capstan", "map": "verdict"}}
         ]}"#;
         assert_eq!(
             names_in(json, "capstan").unwrap(),
-            vec!["services", "aff-1", "service-ips"]
+            [
+                ("capstan", "services"),
+                ("capstan-s3", "svc-1"),
+                ("capstan", "aff-1"),
+                ("capstan", "service-ips")
+            ]
+            .map(|(t, n)| (t.to_owned(), n.to_owned()))
         );
         assert!(names_in(br#"{"nftables": []}"#, "capstan")
             .unwrap()

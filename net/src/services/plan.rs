@@ -11,6 +11,11 @@ use sha2::{Digest, Sha256};
 
 use super::types::{Endpoint, Protocol, ServiceSpec, NODE_PORT_MAX, NODE_PORT_MIN};
 
+/// How many shard tables the per-Service chains and maps are spread over. The kernel
+/// revalidates every chain of each table a transaction touches, so a change costs about a
+/// `1/SHARDS` share of the Services; a new connection pays one map lookup per shard.
+pub const SHARDS: usize = 16;
+
 /// Everything one sync programs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -39,6 +44,9 @@ pub struct PlannedPort {
     pub external_chain: String,
     /// `sessionAffinity: ClientIP` timeout in seconds.
     pub affinity_timeout: Option<u32>,
+    /// The shard table (`0..SHARDS`) holding the chains and lookup maps of every port of this
+    /// Service: a stable hash of its namespace and name.
+    pub shard: usize,
     /// Ready endpoints, sorted and without duplicates.
     pub endpoints: Vec<PlannedEndpoint>,
 }
@@ -69,17 +77,29 @@ pub struct Skipped {
 /// 30000–32767, or a (cluster IP, protocol, port) or NodePort already used by a Service that
 /// sorts earlier is left out and reported in [`Plan::skipped`].
 pub fn plan(services: &[(ServiceSpec, Vec<Endpoint>)]) -> Plan {
-    let mut sorted: Vec<&(ServiceSpec, Vec<Endpoint>)> = services.iter().collect();
-    sorted.sort_by(|(a, _), (b, _)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    plan_with_owners(services).0
+}
+
+/// [`plan`], and for every planned port and every skipped entry the index in `services` of
+/// the Service it belongs to.
+pub(crate) fn plan_with_owners(
+    services: &[(ServiceSpec, Vec<Endpoint>)],
+) -> (Plan, Vec<usize>, Vec<usize>) {
+    let mut sorted: Vec<(usize, &(ServiceSpec, Vec<Endpoint>))> =
+        services.iter().enumerate().collect();
+    sorted
+        .sort_by(|(_, (a, _)), (_, (b, _))| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
 
     let mut out = Plan::default();
+    let (mut port_owners, mut skipped_owners) = (Vec::new(), Vec::new());
     let mut frontends = BTreeSet::new();
     let mut node_ports = BTreeSet::new();
-    for (service, endpoints) in sorted {
+    for (owner, (service, endpoints)) in sorted {
         let Some(cluster_ip) = service.cluster_ip else {
             continue;
         };
         let affinity_timeout = service.session_affinity_timeout.filter(|t| *t > 0);
+        let shard = shard_of(&service.namespace, &service.name);
         for port in &service.ports {
             let label = format!("{}/{}:{}", service.namespace, service.name, port.name);
             let skip = |reason: String| Skipped {
@@ -141,11 +161,24 @@ pub fn plan(services: &[(ServiceSpec, Vec<Endpoint>)]) -> Plan {
                 chain: format!("svc-{hash}"),
                 external_chain: format!("ext-{hash}"),
                 affinity_timeout,
+                shard,
                 endpoints,
             });
+            port_owners.push(owner);
         }
+        skipped_owners.resize(out.skipped.len(), owner);
     }
-    out
+    (out, port_owners, skipped_owners)
+}
+
+/// The shard of Service `namespace/name`: stable across syncs, restarts and versions.
+pub fn shard_of(namespace: &str, name: &str) -> usize {
+    let mut hasher = Sha256::new();
+    hasher.update(namespace.as_bytes());
+    hasher.update([0]);
+    hasher.update(name.as_bytes());
+    let digest = hasher.finalize();
+    usize::from(u16::from_be_bytes([digest[0], digest[1]])) % SHARDS
 }
 
 /// `<prefix>-<16 hex digits of sha256(identity)>`: short, valid in nftables syntax whatever

@@ -1,19 +1,21 @@
-//! The stateful service proxy: it remembers what the last sync programmed (the plan and the
-//! configuration) so the next sync sends only what changed. It owns deciding between a full
+//! The stateful service proxy: it remembers what the last sync programmed (each Service's
+//! input and plan, and the configuration) so the next sync re-plans and sends only what
+//! changed. It owns deciding between a full
 //! and an incremental sync; it must not build nftables syntax itself ([`super::rules`],
 //! [`super::diff`]) or run processes other than through [`Nft`].
 //!
-//! A full sync (re-list the table, rewrite everything, delete stale objects) happens on the
-//! first sync, after any error (the table's state is then unknown), when the configuration
+//! A full sync (re-list the tables, rewrite everything, delete stale objects) happens on the
+//! first sync, after any error (the tables' state is then unknown), when the configuration
 //! changes, and every [`ServiceProxy::full_resync_period`] to repair edits made behind our
 //! back. Sticky clients survive both kinds.
 
 use std::time::{Duration, Instant};
 
+use super::cache::{plan_all, PlanCache};
 use super::diff::render_update;
 use super::error::Result;
 use super::nft::{Nft, NftCommand};
-use super::plan::{plan, Plan};
+use super::plan::Plan;
 use super::rules::render;
 use super::types::{Endpoint, ProxyConfig, ServiceSpec, SyncStats};
 use super::validate_table;
@@ -21,15 +23,13 @@ use super::validate_table;
 /// How often a full sync repairs the table by default (as kube-proxy's hourly full sync).
 pub const DEFAULT_FULL_RESYNC_PERIOD: Duration = Duration::from_secs(3600);
 
-/// What the table implements after the last successful sync.
+/// What the tables implement after the last successful sync.
 #[derive(Debug, Clone)]
 struct Applied {
     cfg: ProxyConfig,
-    /// The input it was planned from: the same input again needs no planning at all (the
-    /// agent syncs on every reconcile, mostly with nothing changed).
-    input: Vec<(ServiceSpec, Vec<Endpoint>)>,
-    plan: Plan,
-    stats: SyncStats,
+    /// Every Service as planned, with the input it was planned from: a sync re-plans and
+    /// diffs only the Services whose input changed.
+    cache: PlanCache,
     full_at: Instant,
 }
 
@@ -86,104 +86,94 @@ impl<N: Nft> ServiceProxy<N> {
     ) -> Result<SyncStats> {
         validate_table(&cfg.table)?;
         let now = Instant::now();
-        if let Some(applied) = &self.applied {
-            if !needs_full_sync(applied, cfg, now, self.full_resync_period)
-                && applied.input == services
-            {
-                return Ok(SyncStats {
-                    full_sync: false,
-                    changed_ports: 0,
-                    deleted_objects: 0,
-                    ..applied.stats.clone()
-                });
-            }
-        }
-        let wanted = plan(services);
-        for skipped in &wanted.skipped {
-            tracing::warn!(
-                message = "service port skipped",
-                service = %skipped.label,
-                reason = %skipped.reason
-            );
-        }
+        let period = self.full_resync_period;
         let previous = self.applied.take();
-        let incremental = previous
-            .as_ref()
-            .filter(|a| !needs_full_sync(a, cfg, now, self.full_resync_period));
-        let updated = match incremental {
-            Some(applied) => {
-                let update = render_update(&cfg.table, &applied.plan, &wanted);
-                let applied_ok = update.script.is_empty() || {
-                    match self.nft.apply(&update.script) {
-                        Ok(()) => true,
-                        Err(error) => {
-                            // The table is not what we think (edited behind our back?):
-                            // rewrite it now rather than fail until the next sync.
-                            tracing::warn!(
-                                message = "incremental service sync refused; syncing in full",
-                                table = %cfg.table,
-                                error = %error
-                            );
-                            false
-                        }
+        if let Some(mut applied) = previous.filter(|a| !needs_full_sync(a, cfg, now, period)) {
+            let update = match applied.cache.delta(services) {
+                Some(delta) => {
+                    warn_skipped(&delta.new);
+                    render_update(&cfg.table, &delta.old, &delta.new)
+                }
+                None => {
+                    // A conflict is involved: plan everything to see who wins.
+                    let old = applied.cache.plan();
+                    let (wanted, cache) = plan_all(services);
+                    warn_skipped(&wanted);
+                    applied.cache = cache;
+                    render_update(&cfg.table, &old, &wanted)
+                }
+            };
+            let applied_ok = update.script.is_empty() || {
+                match self.nft.apply(&update.script) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        // The tables are not what we think (edited behind our back?):
+                        // rewrite them now rather than fail until the next sync.
+                        tracing::warn!(
+                            message = "incremental service sync refused; syncing in full",
+                            table = %cfg.table,
+                            error = %error
+                        );
+                        false
                     }
+                }
+            };
+            if applied_ok {
+                let stats = SyncStats {
+                    full_sync: false,
+                    changed_ports: update.changed_ports,
+                    deleted_objects: update.deleted_objects,
+                    ..applied.cache.stats()
                 };
-                applied_ok.then_some((
-                    false,
-                    update.changed_ports,
-                    update.deleted_objects,
-                    applied.full_at,
-                ))
+                self.applied = Some(applied);
+                log_synced(cfg, &stats);
+                return Ok(stats);
             }
-            None => None,
-        };
-        let (full, changed_ports, deleted_objects, full_at) = match updated {
-            Some(done) => done,
-            None => {
-                let existing = self.nft.list_objects(&cfg.table)?;
-                let ruleset = render(cfg, &wanted, &existing);
-                self.nft.apply(&ruleset.script)?;
-                (true, wanted.ports.len(), ruleset.deleted_objects, now)
-            }
-        };
+        }
+        let (wanted, cache) = plan_all(services);
+        warn_skipped(&wanted);
+        let existing = self.nft.list_owned(&cfg.table)?;
+        let ruleset = render(cfg, &wanted, &existing);
+        self.nft.apply(&ruleset.script)?;
         let stats = SyncStats {
-            service_ports: wanted.ports.len(),
-            without_endpoints: wanted
-                .ports
-                .iter()
-                .filter(|p| p.endpoints.is_empty())
-                .count(),
-            endpoints: wanted.ports.iter().map(|p| p.endpoints.len()).sum(),
-            node_ports: wanted
-                .ports
-                .iter()
-                .filter(|p| p.node_port.is_some())
-                .count(),
-            skipped: wanted.skipped.len(),
-            deleted_objects,
-            full_sync: full,
-            changed_ports,
+            full_sync: true,
+            changed_ports: wanted.ports.len(),
+            deleted_objects: ruleset.deleted_objects,
+            ..cache.stats()
         };
         self.applied = Some(Applied {
             cfg: cfg.clone(),
-            input: services.to_vec(),
-            plan: wanted,
-            stats: stats.clone(),
-            full_at,
+            cache,
+            full_at: now,
         });
-        tracing::debug!(
-            message = "services synced",
-            table = %cfg.table,
-            full_sync = stats.full_sync,
-            changed_ports = stats.changed_ports,
-            service_ports = stats.service_ports,
-            endpoints = stats.endpoints,
-            without_endpoints = stats.without_endpoints,
-            node_ports = stats.node_ports,
-            deleted_objects = stats.deleted_objects
-        );
+        log_synced(cfg, &stats);
         Ok(stats)
     }
+}
+
+/// Warns about every port `plan` left out.
+fn warn_skipped(plan: &Plan) {
+    for skipped in &plan.skipped {
+        tracing::warn!(
+            message = "service port skipped",
+            service = %skipped.label,
+            reason = %skipped.reason
+        );
+    }
+}
+
+fn log_synced(cfg: &ProxyConfig, stats: &SyncStats) {
+    tracing::debug!(
+        message = "services synced",
+        table = %cfg.table,
+        full_sync = stats.full_sync,
+        changed_ports = stats.changed_ports,
+        service_ports = stats.service_ports,
+        endpoints = stats.endpoints,
+        without_endpoints = stats.without_endpoints,
+        node_ports = stats.node_ports,
+        deleted_objects = stats.deleted_objects
+    );
 }
 
 /// Whether the next sync must rewrite the table rather than update it: the configuration
@@ -199,7 +189,7 @@ mod tests {
 
     use super::*;
     use crate::services::error::Error;
-    use crate::services::rules::TableObjects;
+    use crate::services::rules::OwnedObjects;
     use crate::services::types::{Protocol, ServicePort};
 
     /// Records scripts; fails `apply` while `fail` is set, and the next incremental
@@ -213,9 +203,9 @@ mod tests {
     }
 
     impl Nft for Fake {
-        fn list_objects(&self, _table: &str) -> Result<TableObjects> {
+        fn list_owned(&self, _table: &str) -> Result<OwnedObjects> {
             *self.lists.borrow_mut() += 1;
-            Ok(TableObjects::default())
+            Ok(OwnedObjects::default())
         }
         fn apply(&self, script: &str) -> Result<()> {
             let update = !script.contains("flush table");

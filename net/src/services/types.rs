@@ -81,7 +81,8 @@ pub struct Endpoint {
 /// How the proxy programs this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
-    /// The nftables table (family `ip`) the proxy owns entirely: `capstan` in production.
+    /// The main nftables table (family `ip`) the proxy owns entirely, with its shard tables
+    /// `<table>-s<k>`: `capstan` in production.
     pub table: String,
     /// The cluster's pod CIDR; traffic from it to elsewhere is masqueraded.
     pub pod_cidr: Ipv4Net,

@@ -185,6 +185,7 @@ mod tests {
             PullFailures {
                 last: Instant::now(),
                 count,
+                error: String::new(),
             }
             .backoff()
             .as_secs()

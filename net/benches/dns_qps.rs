@@ -60,7 +60,8 @@ fn query(name: &str, rtype: RecordType) -> Vec<u8> {
     m.to_vec().unwrap()
 }
 
-fn main() {
+/// Runs this benchmark and prints its table.
+pub fn main() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

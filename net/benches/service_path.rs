@@ -222,7 +222,8 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn main() {
+/// Runs this benchmark and prints its table.
+pub fn main() {
     let lab = Lab::new();
     lab.program_service();
     let paths = [("pod IP", lab.server_ip), ("ClusterIP", CLUSTER_IP)];

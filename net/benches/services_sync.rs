@@ -118,7 +118,8 @@ fn measure(cfg: &ProxyConfig, n: u32, first_reps: usize) -> [Duration; 5] {
     ]
 }
 
-fn main() {
+/// Runs this benchmark and prints its table.
+pub fn main() {
     let base = PathBuf::from(format!("/run/capstan-svcbench-{:08x}", std::process::id()));
     let netns = NetnsManager::new(base.join("netns")).expect("netns root");
     let ns = netns.create("node").expect("netns");

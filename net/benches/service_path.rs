@@ -25,11 +25,11 @@ const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const SINK_PORT: u16 = 8080;
 const ACCEPT_PORT: u16 = 8081;
 /// Bytes sent per throughput round.
-const STREAM_BYTES: usize = 512 << 20;
+const STREAM_BYTES: usize = 2 << 30;
 /// How long one connection-rate round runs.
 const CONNECT_ROUND: Duration = Duration::from_secs(1);
 /// Rounds per figure and path (the median is printed).
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 
 /// The node namespace and its two pods; Drop removes them.
 struct Lab {

@@ -949,7 +949,10 @@ mod tests {
             0,
             exited(0, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),
         );
-        assert_eq!(plan(&sp, &[first_done.clone()], now), [start("second", 0)]);
+        assert_eq!(
+            plan(&sp, std::slice::from_ref(&first_done), now),
+            [start("second", 0)]
+        );
         let second_done = rec(
             "second",
             0,
@@ -979,10 +982,10 @@ mod tests {
         let mut never = spec("Never", &["app"]);
         never.init_containers = spec("", &["init"]).containers;
         let now = at("2026-01-01T00:10:00Z");
-        assert!(plan(&never, &[failed.clone()], now).is_empty());
+        assert!(plan(&never, std::slice::from_ref(&failed), now).is_empty());
         let s = pod_status(
             &pod(never, "Pending"),
-            &[failed.clone()],
+            std::slice::from_ref(&failed),
             &none,
             &HashMap::new(),
             "",
@@ -993,9 +996,14 @@ mod tests {
         let mut always = spec("Always", &["app"]);
         always.init_containers = spec("", &["init"]).containers;
         // Within the 10 s back-off: wait; after it: attempt 1.
-        assert!(plan(&always, &[failed.clone()], at("2026-01-01T00:00:05Z")).is_empty());
+        assert!(plan(
+            &always,
+            std::slice::from_ref(&failed),
+            at("2026-01-01T00:00:05Z")
+        )
+        .is_empty());
         assert_eq!(
-            plan(&always, &[failed.clone()], now),
+            plan(&always, std::slice::from_ref(&failed), now),
             [ContainerAction::Start {
                 name: "init".into(),
                 attempt: 1

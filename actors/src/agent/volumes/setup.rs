@@ -359,7 +359,7 @@ mod tests {
             },
             read_only: false,
         };
-        prepare(&dir, &[v.clone()]).unwrap();
+        prepare(&dir, std::slice::from_ref(&v)).unwrap();
         prepare(&dir, &[v]).unwrap();
         let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
         let path = dir.join("shm");

@@ -200,9 +200,9 @@ async fn sync(state: &mut PodWorkerState) -> Result<Outcome> {
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     if !meta.deletion_timestamp.is_empty() {
-        let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64;
+        let grace = pod_grace(&spec);
         let pod_ip = state.pod_ip.map(IpAddr::V4);
-        teardown(&a, Duration::from_secs(grace), Some(&spec), pod_ip).await?;
+        teardown(&a, grace, Some(&spec), pod_ip).await?;
         match a.ctx.client.delete(Kind::Pod, &a.namespace, &a.name).await {
             Ok(_) | Err(ClientError::NotFound(_)) => {}
             Err(e) => return Err(Error::Client(e.to_string())),
@@ -385,8 +385,7 @@ fn track_probes(
     records: &[runtime::ContainerStatus],
 ) {
     let (now, wall) = (Instant::now(), chrono::Utc::now());
-    let pod_grace =
-        Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+    let pod_grace = pod_grace(spec);
     let mut running = HashSet::new();
     for c in &spec.containers {
         if c.startup_probe.is_none() && c.liveness_probe.is_none() && c.readiness_probe.is_none() {
@@ -568,6 +567,11 @@ async fn pod_records(a: &PodWorkerArgs) -> Result<Vec<runtime::ContainerStatus>>
     .await
 }
 
+/// The pod's `terminationGracePeriodSeconds` (Kubernetes' default 30 s).
+fn pod_grace(spec: &v1::PodSpec) -> Duration {
+    Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64)
+}
+
 /// Runs the container's postStart hook, if any; when it fails the container is stopped (and
 /// restarted by the restart policy), as the kubelet does.
 async fn post_start(
@@ -587,8 +591,7 @@ async fn post_start(
         return;
     };
     tracing::warn!(namespace = %a.namespace, pod = %a.name, container = %c.name, reason = %reason, "FailedPostStartHook: stopping the container");
-    let grace =
-        Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+    let grace = pod_grace(spec);
     let (rt, id) = (a.ctx.runtime.clone(), id.to_owned());
     if let Err(e) = blocking(move || Ok(rt.stop_container(&id, grace)?)).await {
         tracing::warn!(namespace = %a.namespace, pod = %a.name, container = %c.name, error = %e, "stopping after a failed postStart hook failed");

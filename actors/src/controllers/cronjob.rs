@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use super::decide_cronjob::{job_from_template, job_ref, plan_cronjob, Schedule};
 use super::decide_replicas::controller_ref;
 use super::replicaset::is_race;
-use super::runner::{sooner, Pass};
+use super::runner::{Pass, PassResult};
 use crate::apiserver::Registry;
 use crate::error::{Error, Result};
 
@@ -51,25 +51,17 @@ pub async fn sync_all(reg: &Registry, now: DateTime<Utc>) -> Result<Option<Durat
     let (cronjobs, _) = reg.list(Kind::CronJob, "", "").await?;
     let (jobs, _) = reg.list(Kind::Job, "", "").await?;
     let jobs: Vec<v1::Job> = jobs.into_iter().filter_map(|o| o.into_typed()).collect();
-    let mut again = None;
-    let mut failed = None;
+    let mut pass = PassResult::default();
     for cj in cronjobs
         .into_iter()
         .filter_map(|o| o.into_typed::<v1::CronJob>())
     {
         match sync_cronjob(reg, &cj, &jobs, now).await {
-            Ok(d) => again = sooner(again, d),
-            Err(e) => {
-                let m = cj.metadata.unwrap_or_default();
-                tracing::warn!(namespace = %m.namespace, cronjob = %m.name, error = %e, "cannot sync cronjob; will retry");
-                failed.get_or_insert(e);
-            }
+            Ok(after) => pass.requeue(after),
+            Err(e) => pass.fail("cronjob", cj.metadata.as_ref(), e),
         }
     }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(again),
-    }
+    pass.finish()
 }
 
 /// Reconciles one CronJob against `jobs` (every Job, as listed at the start of the pass).

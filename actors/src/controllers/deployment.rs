@@ -20,7 +20,7 @@ use super::decide_rollout::{
     MAX_REPLICAS, REVISION,
 };
 use super::replicaset::is_race;
-use super::runner::{sooner, Pass};
+use super::runner::{Pass, PassResult};
 use crate::apiserver::Registry;
 use crate::error::{Error, Result};
 
@@ -59,26 +59,18 @@ pub async fn sync_all(reg: &Registry, now: DateTime<Utc>) -> Result<Option<Durat
     let sets: Vec<v1::ReplicaSet> = sets.into_iter().filter_map(|o| o.into_typed()).collect();
     let (pods, _) = reg.list(Kind::Pod, "", "").await?;
     let pods: Vec<v1::Pod> = pods.into_iter().filter_map(|o| o.into_typed()).collect();
-    let mut again = None;
-    let mut failed = None;
+    let mut pass = PassResult::default();
     for d in deployments
         .into_iter()
         .filter_map(|o| o.into_typed::<v1::Deployment>())
     {
         match sync_deployment(reg, &d, &sets, &pods, now).await {
-            Ok(a) => again = sooner(again, a),
-            Err(e) if is_race(&e) => again = sooner(again, Some(REQUEUE)),
-            Err(e) => {
-                let m = d.metadata.unwrap_or_default();
-                tracing::warn!(namespace = %m.namespace, deployment = %m.name, error = %e, "cannot sync deployment; will retry");
-                failed.get_or_insert(e);
-            }
+            Ok(after) => pass.requeue(after),
+            Err(e) if is_race(&e) => pass.requeue(Some(REQUEUE)),
+            Err(e) => pass.fail("deployment", d.metadata.as_ref(), e),
         }
     }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(again),
-    }
+    pass.finish()
 }
 
 fn meta_of(rs: &v1::ReplicaSet) -> v1::ObjectMeta {

@@ -17,7 +17,7 @@ use super::decide_replicas::{
     claim, controller_owner_ref, controller_ref, slow_start_batches, Claim, Owner,
 };
 use super::replicaset::is_race;
-use super::runner::{sooner, Pass};
+use super::runner::{sooner, Pass, PassResult};
 use crate::apiserver::Registry;
 use crate::error::{Error, Result};
 
@@ -54,22 +54,14 @@ pub async fn sync_all(reg: &Registry, now: DateTime<Utc>) -> Result<Option<Durat
     let (jobs, _) = reg.list(Kind::Job, "", "").await?;
     let (pods, _) = reg.list(Kind::Pod, "", "").await?;
     let pods: Vec<v1::Pod> = pods.into_iter().filter_map(|o| o.into_typed()).collect();
-    let mut again = None;
-    let mut failed = None;
+    let mut pass = PassResult::default();
     for job in jobs.into_iter().filter_map(|o| o.into_typed::<v1::Job>()) {
         match sync_job(reg, &job, &pods, now).await {
-            Ok(d) => again = sooner(again, d),
-            Err(e) => {
-                let m = job.metadata.unwrap_or_default();
-                tracing::warn!(namespace = %m.namespace, job = %m.name, error = %e, "cannot sync job; will retry");
-                failed.get_or_insert(e);
-            }
+            Ok(after) => pass.requeue(after),
+            Err(e) => pass.fail("job", job.metadata.as_ref(), e),
         }
     }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(again),
-    }
+    pass.finish()
 }
 
 /// Reconciles one Job against `pods` (every pod, as listed at the start of the pass).

@@ -16,7 +16,7 @@ use super::decide_replicas::{
     claim, controller_owner_ref, is_active, next_availability_check, pods_to_delete, replica_diff,
     replica_set_status, slow_start_batches, Claim, Owner,
 };
-use super::runner::{sooner, Pass};
+use super::runner::{sooner, Pass, PassResult};
 use crate::apiserver::Registry;
 use crate::error::{Error, Result};
 
@@ -54,25 +54,17 @@ pub async fn sync_all(reg: &Registry, now: DateTime<Utc>) -> Result<Option<Durat
     let (sets, _) = reg.list(Kind::ReplicaSet, "", "").await?;
     let (pods, _) = reg.list(Kind::Pod, "", "").await?;
     let pods: Vec<v1::Pod> = pods.into_iter().filter_map(|o| o.into_typed()).collect();
-    let mut again = None;
-    let mut failed = None;
+    let mut pass = PassResult::default();
     for rs in sets
         .into_iter()
         .filter_map(|o| o.into_typed::<v1::ReplicaSet>())
     {
         match sync_replica_set(reg, &rs, &pods, now).await {
-            Ok(d) => again = sooner(again, d),
-            Err(e) => {
-                let m = rs.metadata.unwrap_or_default();
-                tracing::warn!(namespace = %m.namespace, replicaset = %m.name, error = %e, "cannot sync replicaset; will retry");
-                failed.get_or_insert(e);
-            }
+            Ok(after) => pass.requeue(after),
+            Err(e) => pass.fail("replicaset", rs.metadata.as_ref(), e),
         }
     }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(again),
-    }
+    pass.finish()
 }
 
 /// Whether an error only means "someone else wrote first": re-read and retry.

@@ -137,6 +137,36 @@ impl<P: Pass> Actor for Controller<P> {
     }
 }
 
+/// The outcome of one pass over many objects: the soonest requeue asked for, and the first
+/// error, returned only once every object had its turn (each failure is logged as it happens).
+#[derive(Debug, Default)]
+pub struct PassResult {
+    again: Option<Duration>,
+    failed: Option<crate::error::Error>,
+}
+
+impl PassResult {
+    /// One object asks to be looked at again after `after` (if any).
+    pub fn requeue(&mut self, after: Option<Duration>) {
+        self.again = sooner(self.again, after);
+    }
+
+    /// Syncing one object of `kind` failed; logged now, returned by [`PassResult::finish`].
+    pub fn fail(&mut self, kind: &str, meta: Option<&api::v1::ObjectMeta>, e: crate::error::Error) {
+        let (namespace, name) = meta.map_or(("", ""), |m| (m.namespace.as_str(), m.name.as_str()));
+        tracing::warn!(kind, namespace, name, error = %e, "cannot sync object; will retry");
+        self.failed.get_or_insert(e);
+    }
+
+    /// The first error, or when to run again.
+    pub fn finish(self) -> crate::error::Result<Option<Duration>> {
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(self.again),
+        }
+    }
+}
+
 /// The earlier of two optional requeue delays.
 pub fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {

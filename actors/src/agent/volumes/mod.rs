@@ -69,15 +69,21 @@ pub async fn prepare(
     let planned = plan::plan(pod, &fetched).map_err(|e| PrepareFailure::Config(e.to_string()))?;
     let dir = pod_volumes_dir(&ctx.pods_dir, &meta.uid);
     let to_set_up = planned.clone();
-    super::context::blocking(move || {
-        setup::prepare(&dir, &to_set_up).map_err(|e| Error::FailedPrecondition(e.to_string()))
-    })
-    .await
-    .map_err(|e| match e {
+    let set_up = super::context::blocking(move || Ok(setup::prepare(&dir, &to_set_up)))
+        .await
+        .map_err(PrepareFailure::Node)?;
+    match set_up {
+        Ok(()) => {}
         // A hostPath of the wrong type is the user's to fix, like a missing ConfigMap.
-        Error::FailedPrecondition(msg) if msg.contains("hostPath") => PrepareFailure::Config(msg),
-        e => PrepareFailure::Node(e),
-    })?;
+        Err(e @ setup::SetupError::HostPath { .. }) => {
+            return Err(PrepareFailure::Config(e.to_string()))
+        }
+        Err(e) => {
+            return Err(PrepareFailure::Node(Error::FailedPrecondition(
+                e.to_string(),
+            )))
+        }
+    }
     Ok(Prepared {
         volumes: planned,
         fetched,

@@ -163,14 +163,8 @@ fn config_map(
     name: &str,
     optional: Option<bool>,
 ) -> Result<Option<BTreeMap<String, String>>, String> {
-    match fetched.config_maps.get(name).cloned().flatten() {
-        Some(cm) => {
-            let mut data = cm.data;
-            for (k, v) in cm.binary_data {
-                data.insert(k, String::from_utf8_lossy(&v).into_owned());
-            }
-            Ok(Some(data.into_iter().collect()))
-        }
+    match fetched.config_map_data(name) {
+        Some(data) => Ok(Some(as_text(data))),
         None if optional.unwrap_or(false) => Ok(None),
         None => Err(format!("configmap {name:?} not found")),
     }
@@ -181,19 +175,18 @@ fn secret(
     name: &str,
     optional: Option<bool>,
 ) -> Result<Option<BTreeMap<String, String>>, String> {
-    match fetched.secrets.get(name).cloned().flatten() {
-        Some(s) => {
-            let mut data: BTreeMap<String, String> = s
-                .data
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-                .collect();
-            data.extend(s.string_data);
-            Ok(Some(data))
-        }
+    match fetched.secret_data(name) {
+        Some(data) => Ok(Some(as_text(data))),
         None if optional.unwrap_or(false) => Ok(None),
         None => Err(format!("secret {name:?} not found")),
     }
+}
+
+/// Values as environment text (invalid UTF-8 replaced, as the kubelet's conversion does).
+fn as_text(data: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+    data.into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect()
 }
 
 #[cfg(test)]

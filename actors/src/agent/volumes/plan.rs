@@ -141,6 +141,28 @@ pub struct Fetched {
     pub claims: BTreeMap<String, std::result::Result<PathBuf, String>>,
 }
 
+impl Fetched {
+    /// The keys of ConfigMap `name` (`data`, then `binaryData`); `None` when it was not found.
+    pub fn config_map_data(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let cm = self.config_maps.get(name).cloned().flatten()?;
+        let mut data: BTreeMap<String, Vec<u8>> = cm
+            .data
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        data.extend(cm.binary_data);
+        Some(data)
+    }
+
+    /// The keys of Secret `name` (`data`, then `stringData`); `None` when it was not found.
+    pub fn secret_data(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let s = self.secrets.get(name).cloned().flatten()?;
+        let mut data: BTreeMap<String, Vec<u8>> = s.data.into_iter().collect();
+        data.extend(s.string_data.into_iter().map(|(k, v)| (k, v.into_bytes())));
+        Some(data)
+    }
+}
+
 /// The names of the ConfigMaps, Secrets and claims the pod's volumes reference.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct References {
@@ -352,16 +374,8 @@ fn config_map_data(
     name: &str,
     optional: Option<bool>,
 ) -> Result<Option<BTreeMap<String, Vec<u8>>>, PlanError> {
-    match fetched.config_maps.get(name).cloned().flatten() {
-        Some(cm) => {
-            let mut data: BTreeMap<String, Vec<u8>> = cm
-                .data
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            data.extend(cm.binary_data);
-            Ok(Some(data))
-        }
+    match fetched.config_map_data(name) {
+        Some(data) => Ok(Some(data)),
         None if optional.unwrap_or(false) => Ok(None),
         None => Err(PlanError::Missing {
             volume: volume.to_owned(),
@@ -377,12 +391,8 @@ fn secret_data(
     name: &str,
     optional: Option<bool>,
 ) -> Result<Option<BTreeMap<String, Vec<u8>>>, PlanError> {
-    match fetched.secrets.get(name).cloned().flatten() {
-        Some(s) => {
-            let mut data: BTreeMap<String, Vec<u8>> = s.data.into_iter().collect();
-            data.extend(s.string_data.into_iter().map(|(k, v)| (k, v.into_bytes())));
-            Ok(Some(data))
-        }
+    match fetched.secret_data(name) {
+        Some(data) => Ok(Some(data)),
         None if optional.unwrap_or(false) => Ok(None),
         None => Err(PlanError::Missing {
             volume: volume.to_owned(),
